@@ -1,0 +1,104 @@
+//! The `folio` command.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use folio_protocol::{LabelSelector, SpecsDocument};
+
+/// Folio: a journal broker over object storage.
+#[derive(Debug, Parser)]
+#[command(name = "folio", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Work with journal specs.
+    #[command(subcommand)]
+    Journals(JournalsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum JournalsCommand {
+    /// Check a specs file (the `journals:` YAML or JSON format) without applying it, and
+    /// print the specs as they would be applied, with every default filled in.
+    Check {
+        /// The specs file; `-` reads standard input.
+        #[arg(short = 'f', long = "file", env = "FOLIO_SPECS_FILE")]
+        file: PathBuf,
+        /// Output format.
+        #[arg(
+            short = 'o',
+            long = "output",
+            value_enum,
+            default_value = "yaml",
+            env = "FOLIO_OUTPUT"
+        )]
+        output: Output,
+        /// Print only the specs matching this label selector, e.g. `app=clicks, region in (eu, us)`.
+        #[arg(short = 'l', long = "selector", env = "FOLIO_SELECTOR")]
+        selector: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Output {
+    Yaml,
+    Json,
+}
+
+fn main() {
+    if let Err(err) = run(Cli::parse()) {
+        eprintln!("folio: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Journals(JournalsCommand::Check {
+            file,
+            output,
+            selector,
+        }) => {
+            let selector = selector
+                .as_deref()
+                .map(LabelSelector::parse)
+                .transpose()
+                .context("parsing --selector")?
+                .unwrap_or_default();
+            let text = read_input(&file)?;
+            let name = file.display();
+            let is_json = file.extension().is_some_and(|e| e == "json");
+            let specs = if is_json {
+                SpecsDocument::from_json(&text)
+            } else {
+                SpecsDocument::from_yaml(&text)
+            }
+            .with_context(|| format!("reading spec file {name}"))?;
+            let selected: Vec<_> = specs
+                .iter()
+                .filter(|s| selector.matches_journal(&s.name, s.labels.as_ref()))
+                .collect();
+            let doc = SpecsDocument::from_specs(selected)?;
+            match output {
+                Output::Yaml => print!("{}", doc.to_yaml()),
+                Output::Json => println!("{}", doc.to_json()),
+            }
+            Ok(())
+        }
+    }
+}
+
+fn read_input(file: &PathBuf) -> Result<String> {
+    if file.as_os_str() == "-" {
+        return std::io::read_to_string(std::io::stdin()).context("reading standard input");
+    }
+    if !file.exists() {
+        bail!("spec file {} does not exist", file.display());
+    }
+    std::fs::read_to_string(file).with_context(|| format!("reading spec file {}", file.display()))
+}

@@ -1,0 +1,59 @@
+//! # folio-protocol
+//!
+//! Folio's wire contract and the rules every other crate relies on.
+//!
+//! This crate owns:
+//! - the generated protocol types and tonic stubs of `proto/protocol.proto`, which is
+//!   wire-compatible with Gazette's broker protocol (package `protocol`, service `Journal`);
+//! - journal name rules ([`validate_journal_name`]);
+//! - labels and label sets ([`LabelSet`] helpers in [`label`]);
+//! - label selectors: parsing the text form, formatting it back, matching, and the
+//!   `name` / `prefix` meta-labels ([`selector`]);
+//! - journal spec validation with Gazette's limits ([`spec`]);
+//! - the YAML and JSON forms of specs that operators write ([`spec_doc`]);
+//! - fragment path-postfix templates ([`path_postfix`]).
+//!
+//! It does no I/O and must not know about brokers, stores, etcd or the network: it is
+//! plain data and pure functions, so every other crate can depend on it.
+//!
+//! ## Layout
+//! - `validation.rs`: [`ValidationError`], which names the field and the bad value.
+//! - `journal_name.rs`, `label.rs`, `selector.rs`, `spec.rs`, `spec_doc.rs`, `path_postfix.rs`.
+//! - [`proto`]: the generated code; its types are re-exported at the crate root.
+
+pub mod journal_name;
+pub mod label;
+pub mod path_postfix;
+pub mod selector;
+pub mod spec;
+pub mod spec_doc;
+mod validation;
+
+/// The generated protocol types and gRPC stubs (`package protocol`).
+#[allow(missing_docs, clippy::all, missing_debug_implementations)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/protocol.rs"));
+}
+
+pub use journal_name::{split_meta, validate_journal_name};
+pub use path_postfix::PathPostfixTemplate;
+pub use proto::*;
+pub use spec_doc::{JournalSpecDoc, SpecsDocument};
+pub use validation::ValidationError;
+
+/// The encoded `FileDescriptorSet` of `proto/protocol.proto`, for gRPC reflection and
+/// for checking the wire contract.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/protocol_descriptor.bin"));
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A value breaks a protocol rule; the error names the field and the value.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// A spec document is not well-formed YAML or JSON, or has an unknown field.
+    #[error("{0}")]
+    Document(String),
+}

@@ -1,0 +1,102 @@
+# Shared by scripts/test.sh, scripts/demo.sh and .ci/run: installs what the tests need
+# and starts the real servers they talk to. Source it; do not run it.
+#
+#   folio_ensure_tools    protoc and etcd (Debian packages), s3s-fs 0.14.1 (crates.io)
+#   folio_start_servers   etcd and s3s-fs on 127.0.0.1 with temporary data directories;
+#                         exports FOLIO_TEST_* for the tests; stops them on exit, by PID
+
+S3S_FS_VERSION=0.14.1
+export PATH="$HOME/.cargo/bin:$PATH"
+
+folio_log() { echo "==> $*" >&2; }
+
+folio_as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+folio_ensure_tools() {
+  local missing=()
+  command -v protoc >/dev/null || missing+=(protobuf-compiler)
+  command -v etcd >/dev/null || missing+=(etcd-server)
+  command -v zstd >/dev/null || missing+=(zstd)
+  command -v gzip >/dev/null || missing+=(gzip)
+  if [ ${#missing[@]} -gt 0 ]; then
+    folio_log "installing Debian packages: ${missing[*]}"
+    folio_as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive folio_as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  if ! s3s-fs --version 2>/dev/null | grep -q " $S3S_FS_VERSION"; then
+    folio_log "installing s3s-fs $S3S_FS_VERSION from crates.io (a few minutes, once)"
+    cargo install --locked --features binary "s3s-fs@$S3S_FS_VERSION"
+  fi
+}
+
+# A free TCP port on 127.0.0.1.
+folio_free_port() {
+  local port
+  while :; do
+    port=$((20000 + RANDOM % 30000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "$port"
+      return
+    fi
+  done
+}
+
+# Waits until something accepts connections on 127.0.0.1:$1, or fails after 30 s.
+folio_wait_port() {
+  local port=$1 what=$2 log=$3
+  for _ in $(seq 1 300); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "error: $what did not start listening on 127.0.0.1:$port; its log:" >&2
+  tail -n 30 "$log" >&2
+  return 1
+}
+
+FOLIO_SERVER_PIDS=()
+folio_stop_servers() {
+  local pid
+  for pid in "${FOLIO_SERVER_PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  FOLIO_SERVER_PIDS=()
+  if [ -n "${FOLIO_SERVER_DIR:-}" ]; then rm -rf "$FOLIO_SERVER_DIR"; fi
+}
+
+folio_start_servers() {
+  FOLIO_SERVER_DIR=$(mktemp -d -t folio-servers.XXXXXX)
+  trap folio_stop_servers EXIT
+
+  local client_port peer_port s3_port
+  client_port=$(folio_free_port)
+  peer_port=$(folio_free_port)
+  etcd --name folio-test --data-dir "$FOLIO_SERVER_DIR/etcd" \
+    --listen-client-urls "http://127.0.0.1:$client_port" \
+    --advertise-client-urls "http://127.0.0.1:$client_port" \
+    --listen-peer-urls "http://127.0.0.1:$peer_port" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
+    --initial-cluster "folio-test=http://127.0.0.1:$peer_port" \
+    >"$FOLIO_SERVER_DIR/etcd.log" 2>&1 &
+  FOLIO_SERVER_PIDS+=($!)
+  folio_wait_port "$client_port" etcd "$FOLIO_SERVER_DIR/etcd.log"
+
+  export FOLIO_TEST_S3_ACCESS_KEY=folio-test
+  export FOLIO_TEST_S3_SECRET_KEY=folio-test-secret-key
+  export FOLIO_TEST_S3_BUCKET=folio-test
+  export FOLIO_TEST_S3_REGION=us-east-1
+  s3_port=$(folio_free_port)
+  mkdir -p "$FOLIO_SERVER_DIR/s3/$FOLIO_TEST_S3_BUCKET"
+  s3s-fs --host 127.0.0.1 --port "$s3_port" \
+    --access-key "$FOLIO_TEST_S3_ACCESS_KEY" --secret-key "$FOLIO_TEST_S3_SECRET_KEY" \
+    "$FOLIO_SERVER_DIR/s3" >"$FOLIO_SERVER_DIR/s3.log" 2>&1 &
+  FOLIO_SERVER_PIDS+=($!)
+  folio_wait_port "$s3_port" s3s-fs "$FOLIO_SERVER_DIR/s3.log"
+
+  export FOLIO_TEST_ETCD="http://127.0.0.1:$client_port"
+  export FOLIO_TEST_S3_ENDPOINT="http://127.0.0.1:$s3_port"
+  export FOLIO_TEST_S3_ROOT="$FOLIO_SERVER_DIR/s3"
+  folio_log "etcd at $FOLIO_TEST_ETCD, S3 at $FOLIO_TEST_S3_ENDPOINT (bucket $FOLIO_TEST_S3_BUCKET)"
+}

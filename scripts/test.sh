@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs Folio's whole test suite against real servers: installs protoc, etcd and s3s-fs
+# when missing, starts etcd and an S3 server on 127.0.0.1, runs `cargo test --workspace`
+# (extra arguments are passed to it), and stops the servers whatever happens.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/test-env.sh
+
+folio_ensure_tools
+folio_start_servers
+cargo test --workspace "$@"
