@@ -12,7 +12,7 @@
 //! | `FOLIO_TEST_S3_ACCESS_KEY`, `FOLIO_TEST_S3_SECRET_KEY` | credentials |
 //! | `FOLIO_TEST_S3_REGION` | region (default `us-east-1`) |
 //!
-//! It must not be a dependency of any other crate.
+//! Other crates use it only as a dev-dependency, for their tests against real servers.
 
 use anyhow::{Context, Result};
 
@@ -64,12 +64,13 @@ pub fn etcd_endpoint() -> Result<String> {
 pub fn unique_name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
+    // Short, because S3 test servers that keep metadata in file names limit key length.
+    let micros = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+        .map_or(0, |d| d.as_micros() as u64);
     format!(
-        "{prefix}-{}-{nanos}-{}",
-        std::process::id(),
+        "{prefix}{:x}{:x}",
+        micros % (1 << 40),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
 }

@@ -21,6 +21,7 @@
 //! - `journal_name.rs`, `label.rs`, `selector.rs`, `spec.rs`, `spec_doc.rs`, `path_postfix.rs`.
 //! - [`proto`]: the generated code; its types are re-exported at the crate root.
 
+pub mod fragment;
 pub mod journal_name;
 pub mod label;
 pub mod path_postfix;
