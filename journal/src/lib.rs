@@ -2,10 +2,30 @@
 //!
 //! One journal replica, as a state machine driven by protocol messages.
 //!
-//! This crate will own the spool (the open in-memory fragment with its running SHA-1),
-//! append transactions and registers, the fragment index (local fragments plus store
-//! listings, queried by offset), blocking reads at the write head, the persister queue,
-//! and the replication pipeline's state machine.
+//! This crate owns:
+//! - the spool ([`spool`]): the open in-memory fragment with its running SHA-1, where
+//!   appends stream tentatively and commit or roll back whole;
+//! - append transactions and registers, offset checks and rate limits ([`replica`]);
+//! - the memory budget for content not yet persisted ([`budget`]);
+//! - the persister queue that uploads closed fragments and never drops one ([`persister`]);
+//! - the fragment index of the journal (local fragments plus store listings) and reads
+//!   from the spool, from memory, from the store, or as signed URLs ([`replica`]);
+//! - the append pipeline to peers ([`pipeline`]).
 //!
-//! It talks to peers only through protocol messages on channels. It must not know about
-//! tonic servers, etcd, or how journals are assigned to brokers.
+//! It talks to peers only through protocol messages. It must not know about tonic
+//! servers, etcd, or how journals are assigned to brokers: the broker hands it a spec and
+//! the stores, and maps its [`Error`]s to protocol `Status` values.
+
+pub mod budget;
+mod error;
+pub mod persister;
+pub mod pipeline;
+pub mod rate;
+pub mod replica;
+pub mod spool;
+
+pub use budget::MemoryBudget;
+pub use error::{Error, Result};
+pub use replica::{
+    AppendChunk, AppendOutcome, AppendParams, ReadEvent, ReadParams, Replica, ReplicaConfig,
+};

@@ -1,5 +1,7 @@
 //! The `folio` command.
 
+mod bench;
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
@@ -19,6 +21,15 @@ enum Command {
     /// Work with journal specs.
     #[command(subcommand)]
     Journals(JournalsCommand),
+    /// Measure performance against baselines run in the same invocation.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Fragment-store upload throughput per codec, against raw PUTs of the same bytes.
+    Persist(bench::persist::PersistArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,6 +70,10 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Bench(BenchCommand::Persist(args)) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(bench::persist::run(args))
+        }
         Command::Journals(JournalsCommand::Check {
             file,
             output,

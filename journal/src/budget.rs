@@ -1,0 +1,138 @@
+//! The memory budget: bytes of journal content a broker holds in spools and in closed
+//! fragments not yet persisted (invariant 5).
+//!
+//! Appends charge each chunk before writing it and wait while the budget is spent, which is
+//! how a slow or unreachable fragment store pushes back on writers. A charge is released
+//! when its bytes are persisted (or rolled back), never earlier, so acknowledged content is
+//! never dropped to make room.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::Semaphore;
+
+/// A broker-wide budget of content bytes.
+#[derive(Debug, Clone)]
+pub struct MemoryBudget {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    permits: Semaphore,
+    total: usize,
+    used: AtomicUsize,
+}
+
+/// Bytes charged against a budget; released when dropped.
+#[derive(Debug)]
+pub struct Charge {
+    budget: MemoryBudget,
+    bytes: usize,
+}
+
+impl MemoryBudget {
+    /// A budget of `total` bytes.
+    pub fn new(total: usize) -> Self {
+        let total = total.clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            inner: Arc::new(Inner {
+                permits: Semaphore::new(total),
+                total,
+                used: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Total bytes of the budget.
+    pub fn total(&self) -> usize {
+        self.inner.total
+    }
+
+    /// Bytes currently charged.
+    pub fn used(&self) -> usize {
+        self.inner.used.load(Ordering::Relaxed)
+    }
+
+    /// Charges `bytes`, waiting until they are available. A request larger than the whole
+    /// budget is charged as the whole budget, so it can proceed once everything else is
+    /// released.
+    pub async fn charge(&self, bytes: usize) -> Charge {
+        let n = bytes.min(self.inner.total);
+        let permit = self
+            .inner
+            .permits
+            .acquire_many(u32::try_from(n).unwrap_or(u32::MAX))
+            .await
+            .expect("the budget's semaphore is never closed");
+        permit.forget();
+        self.inner.used.fetch_add(n, Ordering::Relaxed);
+        Charge {
+            budget: self.clone(),
+            bytes: n,
+        }
+    }
+
+    /// An empty charge, to merge others into.
+    pub fn empty(&self) -> Charge {
+        Charge {
+            budget: self.clone(),
+            bytes: 0,
+        }
+    }
+}
+
+impl Charge {
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Moves `other`'s bytes into this charge.
+    pub fn merge(&mut self, mut other: Charge) {
+        self.bytes += std::mem::take(&mut other.bytes);
+    }
+
+    /// Moves all bytes into a new charge, leaving this one empty.
+    pub fn take(&mut self) -> Charge {
+        Charge {
+            budget: self.budget.clone(),
+            bytes: std::mem::take(&mut self.bytes),
+        }
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.budget
+                .inner
+                .used
+                .fetch_sub(self.bytes, Ordering::Relaxed);
+            self.budget.inner.permits.add_permits(self.bytes);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn charges_wait_and_release() {
+        let budget = MemoryBudget::new(100);
+        let mut held = budget.charge(60).await;
+        held.merge(budget.charge(40).await);
+        assert_eq!(budget.used(), 100);
+        let waiting = tokio::time::timeout(Duration::from_millis(50), budget.charge(1)).await;
+        assert!(waiting.is_err(), "a spent budget makes charges wait");
+        let part = held.take();
+        drop(held);
+        assert_eq!(budget.used(), 100);
+        drop(part);
+        assert_eq!(budget.used(), 0);
+        let big = budget.charge(1000).await;
+        assert_eq!(big.bytes(), 100, "oversized charges take the whole budget");
+    }
+}

@@ -1,0 +1,96 @@
+//! The persister: uploads a replica's closed fragments, in order, until each is in the
+//! store, then hands it to the index and releases its memory.
+//!
+//! A fragment is retried with capped exponential backoff for as long as it takes: an
+//! acknowledged byte is never dropped. While uploads fail, the replica's store health
+//! carries the last error, which appends report as `FRAGMENT_STORE_UNHEALTHY` once memory
+//! is spent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use folio_fragment_store::FragmentStore;
+use folio_fragment_store::persist::{PersistOptions, persist};
+use folio_protocol::{Fragment, PathPostfixTemplate};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::budget::Charge;
+use crate::spool::ClosedFragment;
+
+/// A closed fragment on its way to the store, with the memory it holds.
+#[derive(Debug)]
+pub(crate) struct PersistJob {
+    pub closed: ClosedFragment,
+    pub charge: Charge,
+    pub template: String,
+}
+
+/// What the persister reports back to its replica.
+pub(crate) trait PersistSink: Send + Sync + 'static {
+    /// The fragment is in the store: index it and drop its local copy.
+    fn persisted(&self, local_begin: i64, stored: Fragment);
+    /// Record store health: `None` after a success, the error text after a failure.
+    fn store_health(&self, error: Option<String>);
+}
+
+/// Runs until the queue closes and is drained, or `cancel` fires and the current upload
+/// ends (a cancelled persister leaves the rest in memory, and says so).
+pub(crate) async fn run(
+    mut queue: mpsc::Receiver<PersistJob>,
+    store: Option<FragmentStore>,
+    options: PersistOptions,
+    sink: Arc<dyn PersistSink>,
+    cancel: CancellationToken,
+) {
+    // Without a store, closed fragments stay in memory (and readable) until shutdown,
+    // holding their charge: the budget then bounds the journal.
+    let mut kept = Vec::new();
+    while let Some(job) = queue.recv().await {
+        let Some(store) = &store else {
+            tracing::warn!(journal = %job.closed.fragment.journal, "journal has no fragment store; fragment kept in memory only");
+            kept.push(job);
+            continue;
+        };
+        let mut fragment = job.closed.fragment.clone();
+        // Specs are validated on apply, so the template parses.
+        if !job.template.is_empty()
+            && let Ok(t) = PathPostfixTemplate::parse(&job.template)
+        {
+            fragment.path_postfix = t.render(job.closed.first_append_time);
+        }
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let attempt = persist(store, &fragment, &job.closed.chunks, &options);
+            let result = tokio::select! {
+                r = attempt => r,
+                () = cancel.cancelled() => {
+                    tracing::error!(journal = %fragment.journal, begin = fragment.begin, end = fragment.end,
+                        "shutting down with an unpersisted fragment");
+                    return;
+                }
+            };
+            match result {
+                Ok(stored) => {
+                    sink.store_health(None);
+                    sink.persisted(job.closed.fragment.begin, stored);
+                    drop(job.charge);
+                    break;
+                }
+                Err(err) => {
+                    tracing::warn!(%err, journal = %fragment.journal, "persisting fragment failed; will retry");
+                    sink.store_health(Some(err.to_string()));
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = cancel.cancelled() => {
+                            tracing::error!(journal = %fragment.journal, begin = fragment.begin, end = fragment.end,
+                                "shutting down with an unpersisted fragment");
+                            return;
+                        }
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}

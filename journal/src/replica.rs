@@ -1,0 +1,817 @@
+//! One journal replica: appends into the spool, reads from memory or the store, and the
+//! tasks that persist closed fragments and refresh the index from store listings.
+//!
+//! Appends are serialized per journal by the append lock; each streams its chunks into
+//! the spool tentatively and commits (or rolls back) at its end, then passes through the
+//! [`Pipeline`](crate::pipeline::Pipeline), which with replication will forward content
+//! and proposals to peers. Reads never take the append lock: they look up the committed
+//! state under a short-lived mutex and stream without it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use folio_fragment_store::index::Lookup;
+use folio_fragment_store::list::list_fragments;
+use folio_fragment_store::persist::PersistOptions;
+use folio_fragment_store::read::read_fragment;
+use folio_fragment_store::sign::signed_url;
+use folio_fragment_store::{FragmentIndex, FragmentStore};
+use folio_protocol::spec::duration_of;
+use folio_protocol::{CompressionCodec, Fragment, JournalSpec, LabelSelector, LabelSet};
+use futures::{Stream, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::budget::{Charge, MemoryBudget};
+use crate::error::{Error, Result};
+use crate::persister::{self, PersistJob, PersistSink};
+use crate::pipeline::Pipeline;
+use crate::rate::RateLimiter;
+use crate::spool::{ClosedFragment, Spool, chunk_starts, read_chunks};
+
+/// Largest content of one read response.
+pub const READ_CHUNK: usize = 128 << 10;
+
+/// Settings shared by every replica of a broker.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// Memory for spools and unpersisted fragments.
+    pub budget: MemoryBudget,
+    /// How persisting uploads.
+    pub persist: PersistOptions,
+    /// How long an append waits for memory while the store is failing before it answers
+    /// `FRAGMENT_STORE_UNHEALTHY`.
+    pub budget_wait: Duration,
+    /// Validity of signed URLs handed to readers.
+    pub signed_url_ttl: Duration,
+}
+
+impl ReplicaConfig {
+    /// Defaults around a budget of `budget_bytes`.
+    pub fn new(budget_bytes: usize) -> Self {
+        Self {
+            budget: MemoryBudget::new(budget_bytes),
+            persist: PersistOptions::default(),
+            budget_wait: Duration::from_secs(10),
+            signed_url_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Parameters of one append (the first message of an `Append` stream).
+#[derive(Debug, Clone, Default)]
+pub struct AppendParams {
+    /// Expected write head; 0 means any.
+    pub offset: i64,
+    /// Registers must match this selector (an empty selector matches anything).
+    pub check_registers: Option<LabelSelector>,
+    /// Registers to union in on success.
+    pub union_registers: Option<LabelSet>,
+    /// Registers to subtract on success (only when the append has content).
+    pub subtract_registers: Option<LabelSet>,
+}
+
+/// One item of an append's content stream.
+#[derive(Debug, Clone)]
+pub enum AppendChunk {
+    /// Content to append.
+    Content(Bytes),
+    /// The client's commit (an empty content message).
+    Commit,
+}
+
+/// A committed append.
+#[derive(Debug, Clone)]
+pub struct AppendOutcome {
+    /// The append's span `[begin, end)`, with the journal's codec and the spool's sum.
+    pub commit: Fragment,
+    /// Registers after the append.
+    pub registers: LabelSet,
+}
+
+/// Parameters of a read.
+#[derive(Debug, Clone, Default)]
+pub struct ReadParams {
+    /// First offset; -1 is the write head.
+    pub offset: i64,
+    /// Wait at the write head for more content.
+    pub block: bool,
+    /// Answer persisted content with a signed URL instead of proxying it.
+    pub do_not_proxy: bool,
+    /// Send fragment metadata only.
+    pub metadata_only: bool,
+    /// Exclusive end; 0 is unbounded.
+    pub end_offset: i64,
+}
+
+/// One message of a read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadEvent {
+    /// The fragment serving the next content (and, for persisted fragments read with
+    /// `do_not_proxy`, where to fetch it).
+    Metadata {
+        /// Offset the content continues at.
+        offset: i64,
+        /// The journal's write head.
+        write_head: i64,
+        /// The fragment.
+        fragment: Fragment,
+        /// Signed URL, when the reader should fetch the fragment itself.
+        fragment_url: Option<String>,
+    },
+    /// Content at `offset`.
+    Content {
+        /// Offset of the first byte.
+        offset: i64,
+        /// The bytes.
+        content: Bytes,
+    },
+}
+
+/// A journal replica on this broker.
+#[derive(Debug, Clone)]
+pub struct Replica {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    name: String,
+    config: ReplicaConfig,
+    spec: Mutex<JournalSpec>,
+    stores: Vec<FragmentStore>,
+    append_lock: tokio::sync::Mutex<AppendState>,
+    state: Mutex<State>,
+    head: watch::Sender<i64>,
+    /// Set once the first store listing is done (appends and reads wait for it).
+    listed: watch::Sender<bool>,
+    store_error: Mutex<Option<String>>,
+    cancel: CancellationToken,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+/// State touched only by the (serialized) append path.
+#[derive(Debug)]
+struct AppendState {
+    persist_tx: Option<mpsc::Sender<PersistJob>>,
+    limiter: RateLimiter,
+    pipeline: Pipeline,
+    /// Charge of the spool's committed content.
+    spool_charge: Option<Charge>,
+    /// The flush-interval segment the spool's first append fell in.
+    spool_segment: Option<i64>,
+}
+
+#[derive(Debug)]
+struct State {
+    spool: Spool,
+    /// Closed fragments not yet persisted, by begin: (fragment, chunks, chunk starts).
+    local: BTreeMap<i64, (Fragment, Vec<Bytes>, Vec<i64>)>,
+    /// Persisted fragments (store listings and our own uploads).
+    index: FragmentIndex,
+    registers: LabelSet,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // State is only ever replaced whole under the lock, so a panic elsewhere cannot leave
+    // it half-written: keep serving.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Replica {
+    /// Starts a replica of `spec` persisting to `stores` (the first receives new
+    /// fragments; all are listed). It lists the stores in the background; appends and
+    /// reads wait for that first listing, which sets the write head.
+    pub fn start(spec: JournalSpec, stores: Vec<FragmentStore>, config: ReplicaConfig) -> Self {
+        let name = spec.name.clone();
+        let codec = codec_of(&spec);
+        let (persist_tx, persist_rx) = mpsc::channel(1024);
+        let inner = Arc::new(Inner {
+            name: name.clone(),
+            config: config.clone(),
+            spec: Mutex::new(spec.clone()),
+            stores: stores.clone(),
+            append_lock: tokio::sync::Mutex::new(AppendState {
+                persist_tx: Some(persist_tx),
+                limiter: RateLimiter::new(spec.max_append_rate),
+                pipeline: Pipeline::local(),
+                spool_charge: None,
+                spool_segment: None,
+            }),
+            state: Mutex::new(State {
+                spool: Spool::new(&name, 0, codec),
+                local: BTreeMap::new(),
+                index: FragmentIndex::new(),
+                registers: LabelSet::default(),
+            }),
+            head: watch::Sender::new(0),
+            listed: watch::Sender::new(false),
+            store_error: Mutex::new(None),
+            cancel: CancellationToken::new(),
+            tasks: Mutex::new(JoinSet::new()),
+        });
+        let replica = Replica { inner };
+        let sink: Arc<dyn PersistSink> = Arc::new(replica.clone());
+        {
+            let mut tasks = lock(&replica.inner.tasks);
+            tasks.spawn(persister::run(
+                persist_rx,
+                stores.first().cloned(),
+                config.persist.clone(),
+                sink,
+                replica.inner.cancel.clone(),
+            ));
+            let refresher = replica.clone();
+            tasks.spawn(async move { refresher.refresh_index().await });
+        }
+        replica
+    }
+
+    /// The journal's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The current spec.
+    pub fn spec(&self) -> JournalSpec {
+        lock(&self.inner.spec).clone()
+    }
+
+    /// Applies an updated spec (codec, lengths, rate; stores apply at the next start).
+    pub async fn set_spec(&self, spec: JournalSpec) {
+        let rate = spec.max_append_rate;
+        *lock(&self.inner.spec) = spec;
+        self.inner.append_lock.lock().await.limiter = RateLimiter::new(rate);
+    }
+
+    /// The committed write head.
+    pub fn write_head(&self) -> i64 {
+        *self.inner.head.borrow()
+    }
+
+    /// The last store error, while the store is failing.
+    pub fn store_health_error(&self) -> Option<String> {
+        lock(&self.inner.store_error).clone()
+    }
+
+    /// Persisted fragments known to the index, plus local ones, in offset order.
+    pub fn fragments(&self) -> Vec<Fragment> {
+        let state = lock(&self.inner.state);
+        let mut all: Vec<Fragment> = state.index.fragments().to_vec();
+        all.extend(state.local.values().map(|(f, _, _)| f.clone()));
+        if !state.spool.is_empty() {
+            all.push(state.spool.fragment());
+        }
+        all.sort_by_key(|f| (f.begin, f.end));
+        all
+    }
+
+    /// The stores of this replica (the first receives new fragments).
+    pub fn stores(&self) -> &[FragmentStore] {
+        &self.inner.stores
+    }
+
+    /// Bytes of content held in memory (spool and unpersisted fragments).
+    pub fn memory_used(&self) -> usize {
+        self.inner.config.budget.used()
+    }
+
+    async fn wait_listed(&self) -> Result<()> {
+        let mut listed = self.inner.listed.subscribe();
+        let wait = listed.wait_for(|done| *done);
+        match tokio::time::timeout(self.inner.config.budget_wait, wait).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(Error::ShuttingDown),
+            Err(_) => Err(Error::StoreUnhealthy(
+                self.store_health_error()
+                    .unwrap_or_else(|| "the fragment store has not been listed yet".to_owned()),
+            )),
+        }
+    }
+
+    /// Runs one append: checks preconditions, streams `chunks` into the spool, and
+    /// commits when the stream sends [`AppendChunk::Commit`]. If the stream ends or errs
+    /// first, the append is rolled back and no byte of it becomes readable.
+    pub async fn append<S, E>(&self, params: AppendParams, mut chunks: S) -> Result<AppendOutcome>
+    where
+        S: Stream<Item = std::result::Result<AppendChunk, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let spec = self.spec();
+        if !spec.may_write() {
+            return Err(Error::NotAllowed("appends"));
+        }
+        self.wait_listed().await?;
+        let mut append = self.inner.append_lock.lock().await;
+        let head = self.write_head();
+        if params.offset != 0 && params.offset != head {
+            return Err(Error::WrongAppendOffset {
+                requested: params.offset,
+                write_head: head,
+            });
+        }
+        if let Some(selector) = &params.check_registers {
+            let registers = lock(&self.inner.state).registers.clone();
+            if !selector.is_empty() && !selector.matches(&registers) {
+                return Err(Error::RegisterMismatch {
+                    selector: selector.to_string(),
+                });
+            }
+        }
+        self.maybe_roll(&mut append, &spec).await;
+
+        let budget = &self.inner.config.budget;
+        let mut charge = budget.empty();
+        let outcome = loop {
+            let item = tokio::select! {
+                item = chunks.next() => item,
+                () = self.inner.cancel.cancelled() => break Err(Error::ShuttingDown),
+            };
+            match item {
+                Some(Ok(AppendChunk::Content(bytes))) => {
+                    if bytes.is_empty() {
+                        continue;
+                    }
+                    append.limiter.take(bytes.len()).await;
+                    match self.charge(bytes.len()).await {
+                        Ok(c) => charge.merge(c),
+                        Err(err) => break Err(err),
+                    }
+                    lock(&self.inner.state).spool.write(bytes.clone());
+                    append.pipeline.forward(&bytes);
+                }
+                Some(Ok(AppendChunk::Commit)) => break Ok(()),
+                Some(Err(err)) => break Err(Error::Aborted(err.to_string())),
+                None => break Err(Error::Aborted("stream ended without a commit".to_owned())),
+            }
+        };
+        if let Err(err) = outcome {
+            lock(&self.inner.state).spool.rollback();
+            return Err(err);
+        }
+
+        let (commit, registers) = {
+            let mut state = self.lock_state();
+            let appended = state.spool.pending_len() > 0;
+            let commit = state.spool.commit(now_unix());
+            if let Some(union) = &params.union_registers {
+                state.registers = union.union(&state.registers);
+            }
+            if let (Some(subtract), true) = (&params.subtract_registers, appended) {
+                state.registers = state.registers.subtract(subtract);
+            }
+            (commit, state.registers.clone())
+        };
+        // With peers, this is where the proposal is acknowledged by every replica.
+        append.pipeline.propose(&commit).await;
+        append
+            .spool_charge
+            .get_or_insert_with(|| budget.empty())
+            .merge(charge);
+        if append.spool_segment.is_none() {
+            append.spool_segment = Some(segment_of(&spec, now_unix()));
+        }
+        self.inner.head.send_replace(commit.end);
+        Ok(AppendOutcome { commit, registers })
+    }
+
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        lock(&self.inner.state)
+    }
+
+    /// Charges memory for `bytes`, waiting for persisted fragments to release it. While
+    /// the store is failing, waits at most `budget_wait`, then fails.
+    async fn charge(&self, bytes: usize) -> Result<Charge> {
+        let budget = &self.inner.config.budget;
+        loop {
+            match tokio::time::timeout(self.inner.config.budget_wait, budget.charge(bytes)).await {
+                Ok(charge) => return Ok(charge),
+                Err(_) => {
+                    if let Some(err) = self.store_health_error() {
+                        return Err(Error::StoreUnhealthy(err));
+                    }
+                    // The store is slow but healthy: keep waiting.
+                }
+            }
+        }
+    }
+
+    /// Closes the spool when it reached the fragment length (or a quarter of the memory
+    /// budget, so closed fragments can always be persisted to make room), when its
+    /// flush-interval segment ended, or when the codec changed.
+    async fn maybe_roll(&self, append: &mut AppendState, spec: &JournalSpec) {
+        let length = spec.fragment.as_ref().map_or(i64::MAX, |f| f.length);
+        let limit = length.min((self.inner.config.budget.total() / 4).max(1) as i64);
+        let codec = codec_of(spec);
+        let closed = {
+            let mut state = self.lock_state();
+            let segment_ended = append
+                .spool_segment
+                .is_some_and(|s| s != segment_of(spec, now_unix()));
+            let due = state.spool.len() >= limit || segment_ended || state.spool.codec() != codec;
+            if !due || state.spool.is_empty() {
+                return;
+            }
+            let closed = state.spool.roll(codec);
+            if let Some(c) = &closed {
+                let starts = chunk_starts(c.fragment.begin, &c.chunks);
+                state.local.insert(
+                    c.fragment.begin,
+                    (c.fragment.clone(), c.chunks.clone(), starts),
+                );
+            }
+            closed
+        };
+        append.spool_segment = None;
+        let charge = append
+            .spool_charge
+            .take()
+            .unwrap_or_else(|| self.inner.config.budget.empty());
+        if let (Some(closed), Some(tx)) = (closed, &append.persist_tx) {
+            self.enqueue(tx, closed, charge, spec).await;
+        }
+    }
+
+    async fn enqueue(
+        &self,
+        tx: &mpsc::Sender<PersistJob>,
+        closed: ClosedFragment,
+        charge: Charge,
+        spec: &JournalSpec,
+    ) {
+        let template = spec
+            .fragment
+            .as_ref()
+            .map(|f| f.path_postfix_template.clone())
+            .unwrap_or_default();
+        if tx
+            .send(PersistJob {
+                closed,
+                charge,
+                template,
+            })
+            .await
+            .is_err()
+        {
+            tracing::error!(journal = %self.inner.name, "persister stopped; fragment kept in memory");
+        }
+    }
+
+    /// Lists every store, replacing the persisted part of the index, every refresh
+    /// interval. The first success marks the replica listed and sets the write head.
+    async fn refresh_index(&self) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let mut listed = Vec::new();
+            let mut failure = None;
+            for store in &self.inner.stores {
+                match list_fragments(store, &self.inner.name).await {
+                    Ok(fragments) => listed.extend(fragments),
+                    Err(err) => failure = Some(err.to_string()),
+                }
+            }
+            let interval = match failure {
+                Some(err) => {
+                    tracing::warn!(journal = %self.inner.name, %err, "listing fragment store failed");
+                    *lock(&self.inner.store_error) = Some(err);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff
+                }
+                None => {
+                    self.apply_listing(listed);
+                    backoff = Duration::from_millis(100);
+                    let spec = self.spec();
+                    duration_of(
+                        spec.fragment
+                            .as_ref()
+                            .and_then(|f| f.refresh_interval.as_ref()),
+                        "refresh_interval",
+                    )
+                    .unwrap_or(Duration::from_secs(300))
+                    .max(Duration::from_secs(1))
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = self.inner.cancel.cancelled() => return,
+            }
+        }
+    }
+
+    fn apply_listing(&self, listed: Vec<Fragment>) {
+        let first = !*self.inner.listed.borrow();
+        let mut state = self.lock_state();
+        state.index.replace_remote(listed);
+        if first {
+            // Nothing was appended before the first listing: start the spool at the end
+            // of persisted content.
+            let end = state.index.end_offset();
+            let codec = state.spool.codec();
+            state.spool = Spool::new(&self.inner.name, end, codec);
+            self.inner.head.send_replace(end);
+            drop(state);
+            self.inner.listed.send_replace(true);
+        }
+    }
+
+    /// Reads per `params`, as a stream of events. Blocking reads end when the replica
+    /// shuts down.
+    pub fn read(&self, params: ReadParams) -> mpsc::Receiver<Result<ReadEvent>> {
+        let (tx, rx) = mpsc::channel(8);
+        let replica = self.clone();
+        tokio::spawn(async move {
+            if let Err(err) = replica.read_into(params, &tx).await {
+                let _ = tx.send(Err(err)).await;
+            }
+        });
+        rx
+    }
+
+    async fn read_into(
+        &self,
+        params: ReadParams,
+        tx: &mpsc::Sender<Result<ReadEvent>>,
+    ) -> Result<()> {
+        if !self.spec().may_read() {
+            return Err(Error::NotAllowed("reads"));
+        }
+        self.wait_listed().await?;
+        let mut head_rx = self.inner.head.subscribe();
+        let mut offset = if params.offset < 0 {
+            self.write_head()
+        } else {
+            params.offset
+        };
+        let mut announced: Option<(i64, i64)> = None;
+        loop {
+            if params.end_offset > 0 && offset >= params.end_offset {
+                return Ok(());
+            }
+            let head = *head_rx.borrow_and_update();
+            if offset >= head {
+                if !params.block {
+                    return Err(Error::OffsetNotYetAvailable {
+                        offset,
+                        write_head: head,
+                    });
+                }
+                tokio::select! {
+                    changed = head_rx.changed() => if changed.is_err() { return Ok(()) },
+                    () = self.inner.cancel.cancelled() => return Ok(()),
+                    () = tx.closed() => return Ok(()),
+                }
+                continue;
+            }
+            let max = match params.end_offset {
+                0 => READ_CHUNK,
+                end => READ_CHUNK.min((end - offset) as usize),
+            };
+            match self.locate(offset, max) {
+                Located::Memory { fragment, content } => {
+                    if announced != Some((fragment.begin, fragment.end)) || params.metadata_only {
+                        announced = Some((fragment.begin, fragment.end));
+                        let meta = ReadEvent::Metadata {
+                            offset,
+                            write_head: head,
+                            fragment,
+                            fragment_url: None,
+                        };
+                        if tx.send(Ok(meta)).await.is_err() || params.metadata_only {
+                            return Ok(());
+                        }
+                    }
+                    for chunk in content {
+                        let len = chunk.len() as i64;
+                        if tx
+                            .send(Ok(ReadEvent::Content {
+                                offset,
+                                content: chunk,
+                            }))
+                            .await
+                            .is_err()
+                        {
+                            return Ok(());
+                        }
+                        offset += len;
+                    }
+                }
+                Located::Store { fragment, store } => {
+                    announced = None;
+                    let url = if params.do_not_proxy {
+                        Some(signed_url(&store, &fragment, self.inner.config.signed_url_ttl).await?)
+                    } else {
+                        None
+                    };
+                    let meta = ReadEvent::Metadata {
+                        offset,
+                        write_head: head,
+                        fragment: fragment.clone(),
+                        fragment_url: url,
+                    };
+                    let hand_off = params.do_not_proxy || params.metadata_only;
+                    if tx.send(Ok(meta)).await.is_err() || hand_off {
+                        return Ok(());
+                    }
+                    let end = match params.end_offset {
+                        0 => fragment.end,
+                        e => e.min(fragment.end),
+                    };
+                    let mut reader = read_fragment(&store, &fragment, offset).await?;
+                    while let Some(chunk) = reader.next().await {
+                        let mut chunk = chunk?;
+                        if offset + chunk.len() as i64 > end {
+                            chunk.truncate((end - offset) as usize);
+                        }
+                        let len = chunk.len() as i64;
+                        if len > 0
+                            && tx
+                                .send(Ok(ReadEvent::Content {
+                                    offset,
+                                    content: chunk,
+                                }))
+                                .await
+                                .is_err()
+                        {
+                            return Ok(());
+                        }
+                        offset += len;
+                        if offset >= end {
+                            break;
+                        }
+                    }
+                }
+                Located::Gap { next } => {
+                    // Content below the next fragment is gone (pruned) or was never
+                    // written: continue at the next fragment, and say so via `offset`.
+                    let Some(next) = next else {
+                        return Err(Error::OffsetNotYetAvailable {
+                            offset,
+                            write_head: head,
+                        });
+                    };
+                    tracing::debug!(journal = %self.inner.name, from = offset, to = next, "read skips a gap");
+                    offset = next;
+                }
+            }
+        }
+    }
+
+    fn locate(&self, offset: i64, max: usize) -> Located {
+        let state = self.lock_state();
+        let spool = &state.spool;
+        if offset >= spool.begin() && offset < spool.end() {
+            return Located::Memory {
+                fragment: spool.fragment(),
+                content: spool.read(offset, max),
+            };
+        }
+        if let Some((_, (fragment, chunks, starts))) = state.local.range(..=offset).next_back()
+            && fragment.contains(offset)
+        {
+            let content = read_chunks(chunks, starts, offset, fragment.end, max);
+            return Located::Memory {
+                fragment: fragment.clone(),
+                content,
+            };
+        }
+        match state.index.query(offset) {
+            Lookup::Covered(fragment) => {
+                let store = self
+                    .inner
+                    .stores
+                    .iter()
+                    .find(|s| s.url() == fragment.backing_store)
+                    .or(self.inner.stores.first())
+                    .cloned();
+                match store {
+                    Some(store) => Located::Store { fragment, store },
+                    None => Located::Gap { next: None },
+                }
+            }
+            Lookup::Gap { next } => {
+                let local_next = state.local.range(offset..).next().map(|(b, _)| *b);
+                let spool_next =
+                    (spool.begin() > offset && !spool.is_empty()).then_some(spool.begin());
+                let candidates = [next.map(|f| f.begin), local_next, spool_next];
+                Located::Gap {
+                    next: candidates.into_iter().flatten().min(),
+                }
+            }
+        }
+    }
+
+    /// Stops taking appends, closes the spool, and waits up to `grace` for every closed
+    /// fragment to be persisted. Returns the bytes still unpersisted (0 when all made it).
+    pub async fn shutdown(&self, grace: Duration) -> usize {
+        let spec = self.spec();
+        {
+            let mut append = self.inner.append_lock.lock().await;
+            let closed = {
+                let mut state = self.lock_state();
+                let closed = state.spool.roll(codec_of(&spec));
+                if let Some(c) = &closed {
+                    let starts = chunk_starts(c.fragment.begin, &c.chunks);
+                    state.local.insert(
+                        c.fragment.begin,
+                        (c.fragment.clone(), c.chunks.clone(), starts),
+                    );
+                }
+                closed
+            };
+            let charge = append
+                .spool_charge
+                .take()
+                .unwrap_or_else(|| self.inner.config.budget.empty());
+            if let (Some(closed), Some(tx)) = (closed, append.persist_tx.clone()) {
+                self.enqueue(&tx, closed, charge, &spec).await;
+            }
+            // Closing the queue lets the persister finish and exit.
+            append.persist_tx = None;
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let left: usize = self
+                .lock_state()
+                .local
+                .values()
+                .map(|(f, _, _)| f.content_length() as usize)
+                .sum();
+            if left == 0 || tokio::time::Instant::now() >= deadline {
+                self.inner.cancel.cancel();
+                let mut tasks = std::mem::take(&mut *lock(&self.inner.tasks));
+                while tasks.join_next().await.is_some() {}
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+enum Located {
+    Memory {
+        fragment: Fragment,
+        content: Vec<Bytes>,
+    },
+    Store {
+        fragment: Fragment,
+        store: FragmentStore,
+    },
+    Gap {
+        next: Option<i64>,
+    },
+}
+
+impl PersistSink for Replica {
+    fn persisted(&self, local_begin: i64, stored: Fragment) {
+        let mut state = self.lock_state();
+        state.local.remove(&local_begin);
+        state.index.insert(stored);
+    }
+
+    fn store_health(&self, error: Option<String>) {
+        *lock(&self.inner.store_error) = error;
+    }
+}
+
+fn codec_of(spec: &JournalSpec) -> CompressionCodec {
+    spec.fragment
+        .as_ref()
+        .map(|f| f.codec_or_default())
+        .unwrap_or(CompressionCodec::None)
+}
+
+/// The flush-interval segment `now` falls in (UTC-aligned); 0 when there is no interval.
+fn segment_of(spec: &JournalSpec, now: i64) -> i64 {
+    let interval = spec
+        .fragment
+        .as_ref()
+        .and_then(|f| f.flush_interval.as_ref())
+        .map_or(0, |d| d.seconds);
+    if interval > 0 {
+        now.div_euclid(interval)
+    } else {
+        0
+    }
+}
+
+trait CodecOrDefault {
+    fn codec_or_default(&self) -> CompressionCodec;
+}
+
+impl CodecOrDefault for folio_protocol::journal_spec::Fragment {
+    fn codec_or_default(&self) -> CompressionCodec {
+        match CompressionCodec::try_from(self.compression_codec) {
+            Ok(CompressionCodec::Invalid) | Err(_) => CompressionCodec::None,
+            Ok(codec) => codec,
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! The spool: the open, in-memory fragment a replica appends to.
+//!
+//! Content arrives in chunks and is kept as the `Bytes` it arrived in (no copy). The
+//! running SHA-1 is updated as chunks arrive, so closing a fragment costs nothing. An
+//! append streams into the spool *tentatively*: its chunks sit past the committed end
+//! and are invisible to readers until [`Spool::commit`]; [`Spool::rollback`] drops them
+//! and restores the hash state saved when the append began, so an aborted append leaves
+//! no trace (invariant 2).
+
+use bytes::Bytes;
+use folio_protocol::{CompressionCodec, Fragment, Sha1Sum};
+use sha1::{Digest, Sha1};
+
+/// The open fragment of one journal.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    journal: String,
+    codec: CompressionCodec,
+    begin: i64,
+    /// Committed end: readers see `[begin, end)`.
+    end: i64,
+    /// `chunks[i]` starts at `starts[i]`; chunks past `end` are an uncommitted append.
+    chunks: Vec<Bytes>,
+    starts: Vec<i64>,
+    hasher: Sha1,
+    /// Hash state and chunk count at the start of the uncommitted append.
+    saved: Option<(Sha1, usize)>,
+    /// Unix seconds of the first committed append, for path-postfix templates.
+    first_append_time: Option<i64>,
+}
+
+/// A closed fragment with its content, waiting to be persisted.
+#[derive(Debug, Clone)]
+pub struct ClosedFragment {
+    /// The fragment (no backing store yet).
+    pub fragment: Fragment,
+    /// Its content, in order.
+    pub chunks: Vec<Bytes>,
+    /// Unix seconds of its first append.
+    pub first_append_time: i64,
+}
+
+impl Spool {
+    /// An empty spool beginning at `begin`.
+    pub fn new(journal: &str, begin: i64, codec: CompressionCodec) -> Self {
+        Self {
+            journal: journal.to_owned(),
+            codec,
+            begin,
+            end: begin,
+            chunks: Vec::new(),
+            starts: Vec::new(),
+            hasher: Sha1::new(),
+            saved: None,
+            first_append_time: None,
+        }
+    }
+
+    /// First offset of the spool.
+    pub fn begin(&self) -> i64 {
+        self.begin
+    }
+
+    /// Committed end (the write head while this spool is open).
+    pub fn end(&self) -> i64 {
+        self.end
+    }
+
+    /// Committed bytes.
+    pub fn len(&self) -> i64 {
+        self.end - self.begin
+    }
+
+    /// Whether nothing is committed.
+    pub fn is_empty(&self) -> bool {
+        self.end == self.begin
+    }
+
+    /// Codec the spool's fragment will be persisted with.
+    pub fn codec(&self) -> CompressionCodec {
+        self.codec
+    }
+
+    /// Unix seconds of the first committed append, if any.
+    pub fn first_append_time(&self) -> Option<i64> {
+        self.first_append_time
+    }
+
+    /// Adds a chunk of the current (uncommitted) append.
+    pub fn write(&mut self, chunk: Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
+        if self.saved.is_none() {
+            self.saved = Some((self.hasher.clone(), self.chunks.len()));
+        }
+        let start = self.pending_end();
+        self.hasher.update(&chunk);
+        self.starts.push(start);
+        self.chunks.push(chunk);
+    }
+
+    /// Bytes written by the uncommitted append.
+    pub fn pending_len(&self) -> i64 {
+        self.pending_end() - self.end
+    }
+
+    fn pending_end(&self) -> i64 {
+        match (self.starts.last(), self.chunks.last()) {
+            (Some(s), Some(c)) => s + c.len() as i64,
+            _ => self.begin,
+        }
+    }
+
+    /// Makes the uncommitted append visible; returns its span as a fragment
+    /// `[append begin, append end)` with the spool's running sum so far.
+    pub fn commit(&mut self, now_unix: i64) -> Fragment {
+        let begin = self.end;
+        self.end = self.pending_end();
+        self.saved = None;
+        if self.end > begin && self.first_append_time.is_none() {
+            self.first_append_time = Some(now_unix);
+        }
+        Fragment {
+            begin,
+            end: self.end,
+            ..self.fragment()
+        }
+    }
+
+    /// Drops the uncommitted append. Returns the bytes dropped.
+    pub fn rollback(&mut self) -> i64 {
+        let dropped = self.pending_len();
+        if let Some((hasher, count)) = self.saved.take() {
+            self.hasher = hasher;
+            self.chunks.truncate(count);
+            self.starts.truncate(count);
+        }
+        dropped
+    }
+
+    /// The committed fragment `[begin, end)` with its SHA-1 (no backing store).
+    pub fn fragment(&self) -> Fragment {
+        // The hasher covers uncommitted chunks too while an append is open: use the
+        // saved state in that case.
+        let hasher = match &self.saved {
+            Some((saved, _)) => saved.clone(),
+            None => self.hasher.clone(),
+        };
+        Fragment {
+            journal: self.journal.clone(),
+            begin: self.begin,
+            end: self.end,
+            sum: Some(Sha1Sum::from_digest(hasher.finalize().into())),
+            compression_codec: self.codec as i32,
+            ..Default::default()
+        }
+    }
+
+    /// Closes the committed content as a fragment and starts an empty spool at its end
+    /// (with `codec` for the next fragment). Must not be called during an append.
+    pub fn roll(&mut self, codec: CompressionCodec) -> Option<ClosedFragment> {
+        debug_assert!(self.saved.is_none(), "roll during an open append");
+        let closed = (!self.is_empty()).then(|| ClosedFragment {
+            fragment: self.fragment(),
+            chunks: std::mem::take(&mut self.chunks),
+            first_append_time: self.first_append_time.unwrap_or(0),
+        });
+        *self = Spool::new(&self.journal, self.end, codec);
+        closed
+    }
+
+    /// Committed content from `offset` (inside the spool), up to `max` bytes, as slices
+    /// of the stored chunks.
+    pub fn read(&self, offset: i64, max: usize) -> Vec<Bytes> {
+        read_chunks(&self.chunks, &self.starts, offset, self.end, max)
+    }
+}
+
+/// Reads `[offset, min(end, offset + max))` out of chunks that start at `starts`.
+pub(crate) fn read_chunks(
+    chunks: &[Bytes],
+    starts: &[i64],
+    offset: i64,
+    end: i64,
+    max: usize,
+) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut left = max as i64;
+    let mut at = starts.partition_point(|&s| s <= offset).saturating_sub(1);
+    let mut pos = offset;
+    while at < chunks.len() && pos < end && left > 0 {
+        let start = starts[at];
+        let chunk = &chunks[at];
+        let from = (pos - start) as usize;
+        let until = (chunk.len() as i64)
+            .min(end - start)
+            .min(pos - start + left) as usize;
+        if from < until {
+            out.push(chunk.slice(from..until));
+            left -= (until - from) as i64;
+            pos = start + until as i64;
+        }
+        at += 1;
+    }
+    out
+}
+
+/// Chunk start offsets of `chunks` laid end to end from `begin`.
+pub(crate) fn chunk_starts(begin: i64, chunks: &[Bytes]) -> Vec<i64> {
+    let mut at = begin;
+    chunks
+        .iter()
+        .map(|c| {
+            let start = at;
+            at += c.len() as i64;
+            start
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sum_of(data: &[u8]) -> Sha1Sum {
+        Sha1Sum::from_digest(Sha1::digest(data).into())
+    }
+
+    #[test]
+    fn commit_rollback_and_roll() {
+        let mut spool = Spool::new("a/b/c", 100, CompressionCodec::Zstandard);
+        spool.write(Bytes::from_static(b"hello "));
+        spool.write(Bytes::from_static(b"world\n"));
+        assert_eq!(spool.end(), 100, "uncommitted content is invisible");
+        assert!(spool.read(100, 100).is_empty());
+        let commit = spool.commit(1000);
+        assert_eq!((commit.begin, commit.end), (100, 112));
+
+        spool.write(Bytes::from_static(b"aborted"));
+        assert_eq!(spool.pending_len(), 7);
+        assert_eq!(spool.rollback(), 7);
+        spool.write(Bytes::from_static(b"next\n"));
+        spool.commit(1001);
+        assert_eq!(spool.fragment().sha1(), sum_of(b"hello world\nnext\n"));
+        let read: Vec<u8> = spool.read(106, 100).concat();
+        assert_eq!(read, b"world\nnext\n");
+        assert_eq!(spool.read(106, 3).concat(), b"wor");
+
+        let closed = spool.roll(CompressionCodec::None).expect("closed");
+        assert_eq!((closed.fragment.begin, closed.fragment.end), (100, 117));
+        assert_eq!(closed.chunks.concat(), b"hello world\nnext\n");
+        assert_eq!(closed.first_append_time, 1000);
+        assert_eq!((spool.begin(), spool.end()), (117, 117));
+        assert!(
+            spool.roll(CompressionCodec::None).is_none(),
+            "empty spools do not close"
+        );
+    }
+
+    #[test]
+    fn fragment_during_open_append_excludes_it() {
+        let mut spool = Spool::new("a/b/c", 0, CompressionCodec::None);
+        spool.write(Bytes::from_static(b"one"));
+        spool.commit(1);
+        spool.write(Bytes::from_static(b"two"));
+        assert_eq!(spool.fragment().sha1(), sum_of(b"one"));
+    }
+}

@@ -1,0 +1,442 @@
+//! A journal replica over real (in-memory and local) fragment stores: appends, reads,
+//! rollbacks, registers, persistence, restart, and a failing store.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use folio_fragment_store::FragmentStore;
+use folio_fragment_store::list::list_fragments;
+use folio_journal::{
+    AppendChunk, AppendParams, Error, ReadEvent, ReadParams, Replica, ReplicaConfig,
+};
+use folio_protocol::{JournalSpec, LabelSelector, LabelSet, SpecsDocument};
+use futures::stream::{self, BoxStream};
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+
+fn spec(name: &str, length: &str, codec: &str) -> JournalSpec {
+    let yaml = format!(
+        "journals:\n  - name: {name}\n    fragment: {{ length: {length}, compression_codec: {codec}, refresh_interval: 1s }}\n"
+    );
+    SpecsDocument::from_yaml(&yaml)
+        .expect("valid spec")
+        .remove(0)
+}
+
+fn chunks(
+    parts: &[&'static [u8]],
+    commit: bool,
+) -> BoxStream<'static, Result<AppendChunk, String>> {
+    let mut items: Vec<Result<AppendChunk, String>> = parts
+        .iter()
+        .map(|p| Ok(AppendChunk::Content(Bytes::from_static(p))))
+        .collect();
+    if commit {
+        items.push(Ok(AppendChunk::Commit));
+    }
+    Box::pin(stream::iter(items))
+}
+
+async fn append(replica: &Replica, data: &[&'static [u8]]) -> (i64, i64) {
+    let out = replica
+        .append(AppendParams::default(), chunks(data, true))
+        .await
+        .expect("append");
+    (out.commit.begin, out.commit.end)
+}
+
+/// Reads `[from, to)` without blocking.
+async fn read_range(replica: &Replica, from: i64, to: i64) -> Vec<u8> {
+    let mut rx = replica.read(ReadParams {
+        offset: from,
+        end_offset: to,
+        ..Default::default()
+    });
+    let mut out = Vec::new();
+    let mut next = from;
+    while let Some(event) = rx.recv().await {
+        match event.expect("read") {
+            ReadEvent::Content { offset, content } => {
+                assert_eq!(offset, next, "content arrives in order at its offsets");
+                next += content.len() as i64;
+                out.extend_from_slice(&content);
+            }
+            ReadEvent::Metadata { .. } => {}
+        }
+    }
+    out
+}
+
+fn memory_store() -> FragmentStore {
+    FragmentStore::open(&format!(
+        "memory://{}/",
+        folio_tests::unique_name("journal")
+    ))
+    .expect("store")
+}
+
+#[tokio::test]
+async fn appends_read_back_at_their_offsets() {
+    let replica = Replica::start(
+        spec("acme/a/p0", "1MiB", "ZSTANDARD"),
+        vec![memory_store()],
+        ReplicaConfig::new(64 << 20),
+    );
+    assert_eq!(append(&replica, &[b"hello ", b"world\n"]).await, (0, 12));
+    assert_eq!(append(&replica, &[b"second\n"]).await, (12, 19));
+    assert_eq!(replica.write_head(), 19);
+    assert_eq!(read_range(&replica, 0, 19).await, b"hello world\nsecond\n");
+    assert_eq!(read_range(&replica, 6, 12).await, b"world\n");
+
+    // Past the write head without blocking.
+    let mut rx = replica.read(ReadParams {
+        offset: 19,
+        ..Default::default()
+    });
+    let err = rx
+        .recv()
+        .await
+        .expect("one message")
+        .expect_err("not yet available");
+    assert!(
+        matches!(
+            err,
+            Error::OffsetNotYetAvailable {
+                offset: 19,
+                write_head: 19
+            }
+        ),
+        "{err:?}"
+    );
+    replica.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn aborted_appends_leave_nothing() {
+    let replica = Replica::start(
+        spec("acme/a/p1", "1MiB", "NONE"),
+        vec![memory_store()],
+        ReplicaConfig::new(64 << 20),
+    );
+    append(&replica, &[b"kept\n"]).await;
+    // The stream ends without a commit.
+    let err = replica
+        .append(AppendParams::default(), chunks(&[b"half", b"way"], false))
+        .await
+        .expect_err("rollback");
+    assert!(matches!(err, Error::Aborted(_)), "{err:?}");
+    // The stream breaks.
+    let broken: BoxStream<'static, Result<AppendChunk, String>> = Box::pin(stream::iter(vec![
+        Ok(AppendChunk::Content(Bytes::from_static(b"partial"))),
+        Err("client went away".to_owned()),
+    ]));
+    assert!(
+        replica
+            .append(AppendParams::default(), broken)
+            .await
+            .is_err()
+    );
+    assert_eq!(replica.write_head(), 5);
+    assert_eq!(append(&replica, &[b"next\n"]).await, (5, 10));
+    assert_eq!(read_range(&replica, 0, 10).await, b"kept\nnext\n");
+    assert_eq!(
+        replica.memory_used(),
+        10,
+        "rolled-back bytes are not charged"
+    );
+    replica.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn offsets_and_registers_are_checked() {
+    let replica = Replica::start(
+        spec("acme/a/p2", "1MiB", "NONE"),
+        vec![memory_store()],
+        ReplicaConfig::new(64 << 20),
+    );
+    append(&replica, &[b"abc"]).await;
+    let wrong = AppendParams {
+        offset: 1,
+        ..Default::default()
+    };
+    let err = replica
+        .append(wrong, chunks(&[b"x"], true))
+        .await
+        .expect_err("wrong offset");
+    assert!(
+        matches!(
+            err,
+            Error::WrongAppendOffset {
+                requested: 1,
+                write_head: 3
+            }
+        ),
+        "{err:?}"
+    );
+    let right = AppendParams {
+        offset: 3,
+        union_registers: Some(LabelSet::from_pairs([("owner", "a")])),
+        ..Default::default()
+    };
+    let out = replica
+        .append(right, chunks(&[b"d"], true))
+        .await
+        .expect("right offset");
+    assert_eq!(out.registers.value_of("owner"), Some("a"));
+
+    let check = |sel: &str| AppendParams {
+        check_registers: Some(LabelSelector::parse(sel).expect("sel")),
+        ..Default::default()
+    };
+    let err = replica
+        .append(check("owner=b"), chunks(&[b"e"], true))
+        .await
+        .expect_err("mismatch");
+    assert!(matches!(err, Error::RegisterMismatch { .. }), "{err:?}");
+    let mut ok = check("owner=a");
+    ok.subtract_registers = Some(LabelSet::from_pairs([("owner", "a")]));
+    let out = replica
+        .append(ok, chunks(&[b"e"], true))
+        .await
+        .expect("match");
+    assert_eq!(out.registers.value_of("owner"), None);
+    assert_eq!(replica.write_head(), 5, "failed appends wrote nothing");
+    replica.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn fragments_persist_and_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = FragmentStore::open(&format!("file://{}/", dir.path().display())).expect("store");
+    let s = spec("acme/b/p0", "1KiB", "ZSTANDARD");
+    let replica = Replica::start(s.clone(), vec![store.clone()], ReplicaConfig::new(64 << 20));
+    let line: &'static [u8] = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n";
+    let mut expected = Vec::new();
+    for _ in 0..100 {
+        append(&replica, &[line]).await;
+        expected.extend_from_slice(line);
+    }
+    assert_eq!(
+        replica.shutdown(Duration::from_secs(10)).await,
+        0,
+        "everything persisted"
+    );
+    let listed = list_fragments(&store, "acme/b/p0").await.expect("list");
+    assert!(
+        listed.len() >= 6,
+        "rolled at 1 KiB: {} fragments",
+        listed.len()
+    );
+    assert_eq!(listed.last().map(|f| f.end), Some(expected.len() as i64));
+
+    // A new replica (a restarted broker) starts at the end of persisted content and
+    // reads it back from the store.
+    let again = Replica::start(s, vec![store.clone()], ReplicaConfig::new(64 << 20));
+    assert_eq!(read_range(&again, 0, expected.len() as i64).await, expected);
+    assert_eq!(again.write_head(), expected.len() as i64);
+    assert_eq!(append(&again, &[b"more\n"]).await.0, expected.len() as i64);
+
+    // With do_not_proxy, persisted content is answered with a URL to fetch it from.
+    let mut rx = again.read(ReadParams {
+        offset: 0,
+        do_not_proxy: true,
+        ..Default::default()
+    });
+    match rx.recv().await.expect("metadata").expect("ok") {
+        ReadEvent::Metadata {
+            fragment,
+            fragment_url: Some(url),
+            ..
+        } => {
+            assert_eq!(fragment.begin, 0);
+            assert!(url.starts_with("file://"), "{url}");
+        }
+        other => panic!("expected metadata with a URL, got {other:?}"),
+    }
+    again.shutdown(Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn blocking_reads_wake_on_append() {
+    let replica = Replica::start(
+        spec("acme/c/p0", "1MiB", "NONE"),
+        vec![memory_store()],
+        ReplicaConfig::new(64 << 20),
+    );
+    append(&replica, &[b"one\n"]).await;
+    let mut rx = replica.read(ReadParams {
+        offset: -1,
+        block: true,
+        ..Default::default()
+    });
+    let writer = replica.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        append(&writer, &[b"two\n"]).await;
+    });
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        if let ReadEvent::Content { offset, content } = rx.recv().await.expect("event").expect("ok")
+        {
+            assert_eq!(offset, 4 + got.len() as i64);
+            got.extend_from_slice(&content);
+        }
+    }
+    assert_eq!(got, b"two\n");
+    replica.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A store that fails every request while `down` is set.
+#[derive(Debug)]
+struct Flaky {
+    inner: Arc<dyn ObjectStore>,
+    down: Arc<AtomicBool>,
+}
+
+impl std::fmt::Display for Flaky {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Flaky({})", self.inner)
+    }
+}
+
+impl Flaky {
+    fn check(&self) -> object_store::Result<()> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(object_store::Error::Generic {
+                store: "flaky",
+                source: "connection refused".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Flaky {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.check()?;
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.check()?;
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.check()?;
+        self.inner.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        if let Err(e) = self.check() {
+            return Box::pin(stream::once(async move { Err(e) }));
+        }
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.check()?;
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.check()?;
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// With the store down, appends continue until the memory budget is spent, then fail with
+/// a store-health error; nothing acknowledged is lost, and once the store is back every
+/// fragment is persisted.
+#[tokio::test]
+async fn a_failing_store_pushes_back_and_loses_nothing() {
+    let base = memory_store();
+    let down = Arc::new(AtomicBool::new(false));
+    let store = base.with_object_store(Arc::new(Flaky {
+        inner: base.object_store().clone(),
+        down: down.clone(),
+    }));
+    let mut config = ReplicaConfig::new(64 << 10);
+    config.budget_wait = Duration::from_millis(300);
+    config.persist.max_attempts = 1;
+    let replica = Replica::start(
+        spec("acme/d/p0", "4KiB", "SNAPPY"),
+        vec![store.clone()],
+        config,
+    );
+    append(&replica, &[b"before the outage\n"]).await; // Completes the first listing.
+    down.store(true, Ordering::SeqCst);
+
+    let block: &'static [u8] = &[b'x'; 1000];
+    let mut acknowledged = 0i64;
+    let failure = loop {
+        match replica
+            .append(AppendParams::default(), chunks(&[block], true))
+            .await
+        {
+            Ok(out) => acknowledged = out.commit.end,
+            Err(err) => break err,
+        }
+        assert!(acknowledged < 1 << 20, "appends never stopped");
+    };
+    assert!(
+        matches!(failure, Error::StoreUnhealthy(ref e) if e.contains("connection refused")),
+        "{failure:?}"
+    );
+    assert!(
+        replica.memory_used() <= 64 << 10,
+        "memory stays within the budget"
+    );
+    assert!(
+        acknowledged > 32 << 10,
+        "appends continued while memory lasted ({acknowledged})"
+    );
+    assert_eq!(replica.write_head(), acknowledged);
+
+    down.store(false, Ordering::SeqCst);
+    append(&replica, &[b"after\n"]).await;
+    assert_eq!(
+        replica.shutdown(Duration::from_secs(30)).await,
+        0,
+        "everything persisted after recovery"
+    );
+    let listed = list_fragments(&base, "acme/d/p0").await.expect("list");
+    assert_eq!(listed.first().map(|f| f.begin), Some(0));
+    assert!(listed.windows(2).all(|w| w[0].end == w[1].begin), "no gaps");
+    assert_eq!(listed.last().map(|f| f.end), Some(acknowledged + 6));
+
+    let again = Replica::start(
+        spec("acme/d/p0", "4KiB", "SNAPPY"),
+        vec![base.clone()],
+        ReplicaConfig::new(64 << 20),
+    );
+    let all = read_range(&again, 0, acknowledged + 6).await;
+    assert!(all.starts_with(b"before the outage\n"));
+    assert!(all.ends_with(b"after\n"));
+    again.shutdown(Duration::from_secs(5)).await;
+}
