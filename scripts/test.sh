@@ -7,5 +7,7 @@ cd "$(dirname "$0")/.."
 source scripts/test-env.sh
 
 folio_ensure_tools
+# End-to-end tests run the `folio` binary as a real process.
+cargo build -p folio
 folio_start_servers
 cargo test --workspace "$@"

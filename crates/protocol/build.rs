@@ -9,7 +9,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
 
     println!("cargo:rerun-if-changed={}", proto.display());
+    // `bytes` fields as `Bytes`: append and read content moves between the network, spools
+    // and stores without copies.
     tonic_prost_build::configure()
+        .bytes(".")
         .file_descriptor_set_path(out_dir.join("protocol_descriptor.bin"))
         .compile_protos(&[proto], &[proto_dir])?;
     Ok(())

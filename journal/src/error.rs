@@ -5,8 +5,10 @@
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Why an append or read did not complete.
+///
+/// Not `#[non_exhaustive]` on purpose: the broker maps every variant to a protocol
+/// `Status` in one exhaustive `match`, so a new variant fails to compile until mapped.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum Error {
     /// The request's offset is not the write head (`WRONG_APPEND_OFFSET`).
     #[error("append offset {requested} is not the write head {write_head}")]

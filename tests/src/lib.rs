@@ -74,3 +74,242 @@ pub fn unique_name(prefix: &str) -> String {
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// The `folio` binary built by this workspace (`FOLIO_BIN` overrides). `scripts/test.sh`
+/// builds it before the tests run.
+pub fn folio_binary() -> Result<std::path::PathBuf> {
+    if let Ok(bin) = std::env::var("FOLIO_BIN") {
+        return Ok(bin.into());
+    }
+    // Test executables live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().context("locating the test executable")?;
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .context("test executable has no target directory")?;
+    let bin = profile_dir.join("folio");
+    anyhow::ensure!(
+        bin.exists(),
+        "{} does not exist: build it first (`cargo build -p folio`; scripts/test.sh does)",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; fine for tests on one machine).
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A `folio serve` process.
+#[derive(Debug)]
+pub struct BrokerProcess {
+    child: Option<std::process::Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// The broker's data directory.
+    pub data_dir: std::path::PathBuf,
+    /// Where its output goes.
+    pub log: std::path::PathBuf,
+    args: Vec<String>,
+    port: u16,
+}
+
+impl BrokerProcess {
+    /// Starts `folio serve` on a free port with `data_dir` and extra `args`.
+    pub fn start(data_dir: &std::path::Path, args: &[String]) -> Result<Self> {
+        let port = free_port()?;
+        let mut broker = Self {
+            child: None,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            data_dir: data_dir.to_owned(),
+            log: data_dir.with_extension("log"),
+            args: args.to_vec(),
+            port,
+        };
+        broker.spawn()?;
+        Ok(broker)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("opening {}", self.log.display()))?;
+        let child = std::process::Command::new(folio_binary()?)
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.args)
+            .env("FOLIO_LOG", "info")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting folio serve")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Starts the same broker again (same port, data directory and flags).
+    pub fn restart(&mut self) -> Result<()> {
+        anyhow::ensure!(self.child.is_none(), "the broker is still running");
+        self.spawn()
+    }
+
+    /// A client of this broker, once it answers (waits up to 30 s).
+    pub async fn client(
+        &self,
+    ) -> Result<folio_protocol::journal_client::JournalClient<tonic::transport::Channel>> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let attempt = async {
+                let mut client =
+                    folio_protocol::journal_client::JournalClient::connect(self.endpoint.clone())
+                        .await?;
+                let request = folio_protocol::ListRequest::default();
+                client.list(request).await?;
+                anyhow::Ok(client)
+            };
+            match attempt.await {
+                Ok(client) => {
+                    return Ok(client
+                        .max_decoding_message_size(64 << 20)
+                        .max_encoding_message_size(64 << 20));
+                }
+                Err(err) if std::time::Instant::now() > deadline => {
+                    anyhow::bail!(
+                        "broker at {} did not answer: {err}; log {}",
+                        self.endpoint,
+                        self.log.display()
+                    )
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit (up to 60 s); returns its status.
+    pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("the broker is not running")?;
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .context("running kill")?;
+        anyhow::ensure!(status.success(), "kill -TERM failed");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                anyhow::bail!("broker did not exit within 60 s of SIGTERM");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// The broker's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// An `s3s-fs` process of a test's own, which the test may stop and start again (same port
+/// and data), for store-outage tests.
+#[derive(Debug)]
+pub struct S3Process {
+    child: Option<std::process::Child>,
+    /// Port it listens on.
+    pub port: u16,
+    /// Its data directory; the bucket is a directory in it.
+    pub root: std::path::PathBuf,
+    /// The bucket.
+    pub bucket: String,
+}
+
+impl S3Process {
+    /// Access key of test S3 processes.
+    pub const ACCESS_KEY: &'static str = "folio-own";
+    /// Secret key of test S3 processes.
+    pub const SECRET_KEY: &'static str = "folio-own-secret";
+
+    /// Starts s3s-fs (from PATH) on a free port with a fresh bucket under `root`.
+    pub fn start(root: &std::path::Path) -> Result<Self> {
+        let bucket = "outage".to_owned();
+        std::fs::create_dir_all(root.join(&bucket))?;
+        let mut s3 = Self {
+            child: None,
+            port: free_port()?,
+            root: root.to_owned(),
+            bucket,
+        };
+        s3.resume()?;
+        Ok(s3)
+    }
+
+    /// Starts the server again after [`S3Process::stop`].
+    pub fn resume(&mut self) -> Result<()> {
+        let child = std::process::Command::new("s3s-fs")
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--access-key",
+                Self::ACCESS_KEY,
+                "--secret-key",
+                Self::SECRET_KEY,
+            ])
+            .arg(&self.root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting s3s-fs (scripts/test.sh installs it)")?;
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "s3s-fs did not start listening"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Kills the server; its data stays.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A store URL under `prefix/` of this server's bucket.
+    pub fn store_url(&self, prefix: &str) -> String {
+        format!(
+            "s3://{}/{prefix}/?endpoint=http://127.0.0.1:{}&region=us-east-1&access_key_id={}&secret_access_key={}",
+            self.bucket,
+            self.port,
+            Self::ACCESS_KEY,
+            Self::SECRET_KEY
+        )
+    }
+}
+
+impl Drop for S3Process {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

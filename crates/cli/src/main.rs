@@ -1,6 +1,7 @@
 //! The `folio` command.
 
 mod bench;
+mod serve;
 
 use std::path::PathBuf;
 
@@ -16,8 +17,12 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a broker (with no flags: the embedded default, see `folio serve --help`).
+    Serve(serve::ServeArgs),
     /// Work with journal specs.
     #[command(subcommand)]
     Journals(JournalsCommand),
@@ -70,6 +75,11 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Serve(args) => {
+            init_logging();
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(serve::run(args))
+        }
         Command::Bench(BenchCommand::Persist(args)) => {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(bench::persist::run(args))
@@ -106,6 +116,16 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Logs to stderr, filtered by `FOLIO_LOG` (default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FOLIO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn read_input(file: &PathBuf) -> Result<String> {

@@ -326,6 +326,12 @@ impl SpecsDocument {
     }
 }
 
+/// Parses a byte size: a number of bytes, or a number with a unit `KiB`, `MiB` or `GiB`
+/// (`1048576`, `64KiB`, `512MiB`, `1GiB`).
+pub fn parse_byte_size(text: &str) -> Option<i64> {
+    byte_size::parse(text)
+}
+
 /// Durations as text: `250ms`, `10m`, `1h 30m`.
 mod duration_text {
     use std::time::Duration;
@@ -375,7 +381,7 @@ mod byte_size {
         }
     }
 
-    fn parse(text: &str) -> Option<i64> {
+    pub(super) fn parse(text: &str) -> Option<i64> {
         let text = text.trim();
         let split = text
             .find(|c: char| !c.is_ascii_digit())

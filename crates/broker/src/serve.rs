@@ -1,0 +1,183 @@
+//! `serve()`: a broker process's wiring, from announcing membership to draining on
+//! shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use folio_coordination::announce;
+use folio_coordination::keys::Layout;
+use folio_coordination::keyspace::KeySpace;
+use folio_coordination::{KeySpaceView, ViewOptions};
+use folio_journal::ReplicaConfig;
+use folio_protocol::journal_server::JournalServer;
+use folio_protocol::process_spec::Id;
+use folio_protocol::{BrokerSpec, ProcessSpec};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use crate::service::JournalService;
+
+/// How a broker runs. Every field has a default suited to one broker on one machine.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Zone of this broker (part of its member id).
+    pub zone: String,
+    /// Unique suffix of this broker within its zone.
+    pub suffix: String,
+    /// Address other brokers and clients reach this broker at, e.g. `http://10.0.0.7:8080`.
+    /// Empty: derived from the listener's address.
+    pub endpoint: String,
+    /// Fragment store for journals whose spec names none.
+    pub default_store: Option<String>,
+    /// Bytes of journal content held in memory before appends wait.
+    pub memory_budget: usize,
+    /// Keyspace prefix.
+    pub prefix: String,
+    /// Membership lease TTL.
+    pub lease_ttl: Duration,
+    /// How long shutdown waits for spools to be persisted.
+    pub shutdown_grace: Duration,
+    /// Largest gRPC message accepted (an append chunk, for example).
+    pub max_message_size: usize,
+    /// How long an append waits for memory while the store is failing.
+    pub budget_wait: Duration,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            zone: "local".into(),
+            suffix: "broker-0".into(),
+            endpoint: String::new(),
+            default_store: None,
+            memory_budget: 1 << 30,
+            prefix: folio_coordination::keys::DEFAULT_PREFIX.into(),
+            lease_ttl: Duration::from_secs(20),
+            shutdown_grace: Duration::from_secs(60),
+            max_message_size: 4 << 20,
+            budget_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Errors that stop a broker from starting or serving.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The keyspace failed (unreachable, or a member with this id is live).
+    #[error("keyspace: {0}")]
+    Keyspace(#[from] folio_coordination::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The listener has no address.
+    #[error("listener: {0}")]
+    Listener(#[from] std::io::Error),
+    /// Shutdown left content unpersisted.
+    #[error("shut down with {0} bytes not persisted (the fragment store stayed unreachable)")]
+    Unpersisted(usize),
+}
+
+/// Serves the broker on `listener` until `shutdown` resolves, then stops taking appends,
+/// persists every spool, drains RPCs and leaves the cluster.
+pub async fn serve(
+    config: BrokerConfig,
+    keyspace: Arc<dyn KeySpace>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let local = listener.local_addr()?;
+    let endpoint = if config.endpoint.is_empty() {
+        format!("http://{local}")
+    } else {
+        config.endpoint.clone()
+    };
+    let id = Id {
+        zone: config.zone.clone(),
+        suffix: config.suffix.clone(),
+    };
+    let layout = Layout::new(config.prefix.clone())?;
+    let spec = BrokerSpec {
+        process_spec: Some(ProcessSpec {
+            id: Some(id.clone()),
+            endpoint: endpoint.clone(),
+        }),
+        journal_limit: 1024,
+        exiting: false,
+    };
+    let membership = announce(keyspace.clone(), &layout, spec, config.lease_ttl).await?;
+    let cancel = CancellationToken::new();
+    let (view, view_task) = KeySpaceView::start(
+        keyspace.clone(),
+        layout.root(),
+        ViewOptions::default(),
+        cancel.clone(),
+    )
+    .await?;
+
+    let mut replica_config = ReplicaConfig::new(config.memory_budget);
+    replica_config.budget_wait = config.budget_wait;
+    let broker = Arc::new(Broker::new(
+        id,
+        endpoint.clone(),
+        layout,
+        keyspace,
+        view,
+        config.default_store.clone(),
+        replica_config,
+    ));
+    let resolver = tokio::spawn(
+        broker
+            .clone()
+            .run_resolver(membership.lease(), cancel.clone()),
+    );
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<JournalServer<JournalService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(folio_protocol::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| std::io::Error::other(format!("reflection service: {e}")))?;
+    let journal = JournalServer::new(JournalService::new(broker.clone()))
+        .max_decoding_message_size(config.max_message_size)
+        .max_encoding_message_size(config.max_message_size.max(4 << 20));
+
+    tracing::info!(%endpoint, "broker serving");
+    let draining = broker.clone();
+    let grace = config.shutdown_grace;
+    let (left_tx, left_rx) = tokio::sync::oneshot::channel();
+    let stop = async move {
+        shutdown.await;
+        tracing::info!("shutting down: persisting spools");
+        health_reporter
+            .set_not_serving::<JournalServer<JournalService>>()
+            .await;
+        let left = draining.shutdown(grace).await;
+        let _ = left_tx.send(left);
+    };
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(16 << 20)
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(journal)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop)
+        .await?;
+
+    cancel.cancel();
+    let _ = resolver.await;
+    let _ = view_task.await;
+    if let Err(err) = membership.revoke().await {
+        tracing::warn!(%err, "revoking membership failed; it expires with its lease");
+    }
+    match left_rx.await {
+        Ok(0) | Err(_) => Ok(()),
+        Ok(left) => Err(ServeError::Unpersisted(left)),
+    }
+}

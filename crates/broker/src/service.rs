@@ -1,0 +1,504 @@
+//! The `protocol.Journal` gRPC service.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use folio_coordination::keyspace::{Compare, Op, Txn};
+use folio_fragment_store::FragmentStore;
+use folio_fragment_store::health::check_health;
+use folio_fragment_store::sign::signed_url;
+use folio_journal::{AppendChunk, AppendParams, ReadEvent, ReadParams};
+use folio_protocol::journal_server::Journal;
+use folio_protocol::spec::duration_of;
+use folio_protocol::{
+    AppendRequest, AppendResponse, ApplyRequest, ApplyResponse, FragmentStoreHealthRequest,
+    FragmentStoreHealthResponse, FragmentsRequest, FragmentsResponse, ListRequest, ListResponse,
+    ReadRequest, ReadResponse, ReplicateRequest, ReplicateResponse, Status, fragments_response,
+    list_response,
+};
+use futures::{Stream, StreamExt};
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Streaming};
+
+use crate::broker::Broker;
+use crate::status::{Outcome, invalid, journal_outcome};
+
+/// Default and largest `ListFragments` page.
+const DEFAULT_PAGE_LIMIT: usize = 1000;
+/// How long a request carrying a newer keyspace revision waits for this broker's view.
+const REVISION_WAIT: Duration = Duration::from_secs(10);
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send>>;
+
+/// The gRPC service over a broker.
+#[derive(Debug, Clone)]
+pub struct JournalService {
+    broker: Arc<Broker>,
+}
+
+impl JournalService {
+    pub(crate) fn new(broker: Arc<Broker>) -> Self {
+        Self { broker }
+    }
+
+    async fn wait_revision(&self, revision: i64) -> Result<(), tonic::Status> {
+        if revision <= self.broker.view.revision() {
+            return Ok(());
+        }
+        match tokio::time::timeout(REVISION_WAIT, self.broker.view.wait_for_revision(revision))
+            .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(tonic::Status::unavailable(format!(
+                "this broker's keyspace view has not reached revision {revision}"
+            ))),
+        }
+    }
+
+    fn list_snapshot(&self, selector: &folio_protocol::LabelSelector) -> ListResponse {
+        let route = self.broker.route();
+        let journals = self
+            .broker
+            .specs()
+            .into_iter()
+            .filter(|e| selector.matches_journal(&e.spec.name, e.spec.labels.as_ref()))
+            .map(|e| {
+                let served = self.broker.replica(&e.spec.name).is_some();
+                list_response::Journal {
+                    route: Some(if served {
+                        route.clone()
+                    } else {
+                        folio_protocol::Route {
+                            primary: -1,
+                            ..Default::default()
+                        }
+                    }),
+                    spec: Some(e.spec),
+                    mod_revision: e.mod_revision,
+                    create_revision: e.create_revision,
+                }
+            })
+            .collect();
+        ListResponse {
+            status: Status::Ok as i32,
+            header: Some(self.broker.header()),
+            journals,
+        }
+    }
+
+    /// The status for a journal this broker does not serve.
+    fn not_served(&self, journal: &str) -> Status {
+        if self.broker.has_spec(journal) {
+            Status::NoJournalPrimaryBroker
+        } else {
+            Status::JournalNotFound
+        }
+    }
+}
+
+fn check_journal(journal: &str) -> Result<(), tonic::Status> {
+    folio_protocol::validate_journal_name(journal).map_err(|e| invalid("journal", e))
+}
+
+#[tonic::async_trait]
+impl Journal for JournalService {
+    type ListStream = BoxStream<ListResponse>;
+    type ReadStream = BoxStream<ReadResponse>;
+    type ReplicateStream = BoxStream<ReplicateResponse>;
+
+    async fn list(
+        &self,
+        request: Request<ListRequest>,
+    ) -> Result<Response<Self::ListStream>, tonic::Status> {
+        let request = request.into_inner();
+        let selector = request.selector.unwrap_or_default();
+        selector.validate().map_err(|e| invalid("selector", e))?;
+        if !request.watch {
+            let snapshot = self.list_snapshot(&selector);
+            return Ok(Response::new(Box::pin(futures::stream::once(async move {
+                Ok(snapshot)
+            }))));
+        }
+        // A watch sends a snapshot now (unless the client has this revision already) and
+        // another on every keyspace change, until the client goes away.
+        let resume = request
+            .watch_resume
+            .and_then(|h| h.etcd)
+            .map_or(0, |e| e.revision);
+        let service = self.clone();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut revisions = service.broker.view.subscribe();
+            let mut last = resume;
+            loop {
+                let revision = *revisions.borrow_and_update();
+                if revision > last {
+                    last = revision;
+                    if tx.send(Ok(service.list_snapshot(&selector))).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::select! {
+                    changed = revisions.changed() => if changed.is_err() { return },
+                    () = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn apply(
+        &self,
+        request: Request<ApplyRequest>,
+    ) -> Result<Response<ApplyResponse>, tonic::Status> {
+        let request = request.into_inner();
+        if request.changes.is_empty() {
+            return Err(invalid(
+                "changes",
+                "is empty (expected at least one upsert or delete)",
+            ));
+        }
+        let layout = &self.broker.layout;
+        let mut compares = Vec::new();
+        let mut ops = Vec::new();
+        let mut names = std::collections::BTreeSet::new();
+        for (index, change) in request.changes.iter().enumerate() {
+            let field = format!("changes[{index}]");
+            let (name, op) = match (&change.upsert, change.delete.as_str()) {
+                (Some(spec), "") => {
+                    spec.validate()
+                        .map_err(|e| invalid(&format!("{field}.upsert"), e))?;
+                    (
+                        spec.name.clone(),
+                        Op::put(layout.spec_key(&spec.name), spec.encode_to_vec()),
+                    )
+                }
+                (None, name) if !name.is_empty() => {
+                    folio_protocol::journal_name::validate_spec_name(name)
+                        .map_err(|e| invalid(&format!("{field}.delete"), e))?;
+                    if change.expect_mod_revision == 0 {
+                        return Err(invalid(
+                            &format!("{field}.expect_mod_revision"),
+                            "a delete must name the spec's current mod revision (0 means 'must not exist')",
+                        ));
+                    }
+                    (name.to_owned(), Op::delete(layout.spec_key(name)))
+                }
+                _ => return Err(invalid(&field, "must have exactly one of upsert or delete")),
+            };
+            if !names.insert(name.clone()) {
+                return Err(invalid(
+                    &field,
+                    format!("journal {name:?} is changed twice"),
+                ));
+            }
+            if change.expect_mod_revision >= 0 {
+                compares.push(Compare::ModRevision(
+                    layout.spec_key(&name),
+                    change.expect_mod_revision,
+                ));
+            }
+            ops.push(op);
+        }
+        let response = self
+            .broker
+            .keyspace
+            .txn(Txn::new().when(compares).and_then(ops))
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("keyspace transaction: {e}")))?;
+        if !response.succeeded {
+            return Ok(Response::new(ApplyResponse {
+                status: Status::EtcdTransactionFailed as i32,
+                header: Some(self.broker.header()),
+            }));
+        }
+        // Reply after reading our own write.
+        self.wait_revision(response.revision).await?;
+        Ok(Response::new(ApplyResponse {
+            status: Status::Ok as i32,
+            header: Some(self.broker.header()),
+        }))
+    }
+
+    async fn read(
+        &self,
+        request: Request<ReadRequest>,
+    ) -> Result<Response<Self::ReadStream>, tonic::Status> {
+        let request = request.into_inner();
+        check_journal(&request.journal)?;
+        if request.offset < -1 {
+            return Err(invalid(
+                "offset",
+                format!(
+                    "{} is negative (expected -1 for the write head, or >= 0)",
+                    request.offset
+                ),
+            ));
+        }
+        if request.end_offset != 0 && request.end_offset < request.offset {
+            return Err(invalid(
+                "end_offset",
+                format!("{} is before offset {}", request.end_offset, request.offset),
+            ));
+        }
+        self.wait_revision(request.min_etcd_revision).await?;
+        let header = Some(self.broker.header());
+        let Some(replica) = self.broker.replica(&request.journal) else {
+            let status = self.not_served(&request.journal);
+            let response = ReadResponse {
+                status: status as i32,
+                header,
+                ..Default::default()
+            };
+            return Ok(Response::new(Box::pin(futures::stream::once(async move {
+                Ok(response)
+            }))));
+        };
+        let mut events = replica.read(ReadParams {
+            offset: request.offset,
+            block: request.block,
+            do_not_proxy: request.do_not_proxy,
+            metadata_only: request.metadata_only,
+            end_offset: request.end_offset,
+        });
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(async move {
+            let mut header = header;
+            while let Some(event) = events.recv().await {
+                let response = match event {
+                    Ok(ReadEvent::Metadata {
+                        offset,
+                        write_head,
+                        fragment,
+                        fragment_url,
+                    }) => Ok(ReadResponse {
+                        status: Status::Ok as i32,
+                        header: header.take(),
+                        offset,
+                        write_head,
+                        fragment: Some(fragment),
+                        fragment_url: fragment_url.unwrap_or_default(),
+                        content: Default::default(),
+                    }),
+                    Ok(ReadEvent::Content { offset, content }) => Ok(ReadResponse {
+                        status: Status::Ok as i32,
+                        offset,
+                        content,
+                        ..Default::default()
+                    }),
+                    Err(err) => {
+                        let (offset, write_head) = match &err {
+                            folio_journal::Error::OffsetNotYetAvailable { offset, write_head } => {
+                                (*offset, *write_head)
+                            }
+                            _ => (0, 0),
+                        };
+                        match journal_outcome(err) {
+                            Outcome::Journal { status, .. } => Ok(ReadResponse {
+                                status: status as i32,
+                                header: header.take(),
+                                offset,
+                                write_head,
+                                ..Default::default()
+                            }),
+                            Outcome::Rpc(status) => Err(status),
+                        }
+                    }
+                };
+                if tx.send(response).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn append(
+        &self,
+        request: Request<Streaming<AppendRequest>>,
+    ) -> Result<Response<AppendResponse>, tonic::Status> {
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| invalid("append", "the stream ended before its first message"))?;
+        check_journal(&first.journal)?;
+        if first.offset < 0 {
+            return Err(invalid("offset", format!("{} is negative", first.offset)));
+        }
+        if let Some(selector) = &first.check_registers {
+            selector
+                .validate()
+                .map_err(|e| invalid("check_registers", e))?;
+        }
+        for (field, set) in [
+            ("union_registers", &first.union_registers),
+            ("subtract_registers", &first.subtract_registers),
+        ] {
+            if let Some(set) = set {
+                set.validate().map_err(|e| invalid(field, e))?;
+            }
+        }
+        self.wait_revision(first.min_etcd_revision).await?;
+        let header = Some(self.broker.header());
+        if self.broker.is_exiting() {
+            return Err(tonic::Status::unavailable("broker is shutting down"));
+        }
+        let Some(replica) = self.broker.replica(&first.journal) else {
+            let status = self.not_served(&first.journal);
+            return Ok(Response::new(AppendResponse {
+                status: status as i32,
+                header,
+                ..Default::default()
+            }));
+        };
+        // Content in the first message (allowed by Gazette's clients) is the append's first chunk.
+        let leading =
+            (!first.content.is_empty()).then(|| Ok(AppendChunk::Content(first.content.clone())));
+        let chunks = futures::stream::iter(leading).chain(stream.map(|message| {
+            message.map(|m| {
+                if m.content.is_empty() {
+                    AppendChunk::Commit
+                } else {
+                    AppendChunk::Content(m.content)
+                }
+            })
+        }));
+        let params = AppendParams {
+            offset: first.offset,
+            check_registers: first.check_registers,
+            union_registers: first.union_registers,
+            subtract_registers: first.subtract_registers,
+        };
+        match replica.append(params, Box::pin(chunks)).await {
+            Ok(outcome) => Ok(Response::new(AppendResponse {
+                status: Status::Ok as i32,
+                header,
+                commit: Some(outcome.commit),
+                registers: Some(outcome.registers),
+                ..Default::default()
+            })),
+            Err(err) => match journal_outcome(err) {
+                Outcome::Journal { status, detail } => Ok(Response::new(AppendResponse {
+                    status: status as i32,
+                    header,
+                    store_health_error: if status == Status::FragmentStoreUnhealthy {
+                        detail
+                    } else {
+                        String::new()
+                    },
+                    ..Default::default()
+                })),
+                Outcome::Rpc(status) => Err(status),
+            },
+        }
+    }
+
+    async fn replicate(
+        &self,
+        _request: Request<Streaming<ReplicateRequest>>,
+    ) -> Result<Response<Self::ReplicateStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented(
+            "replication between brokers is not available yet",
+        ))
+    }
+
+    async fn list_fragments(
+        &self,
+        request: Request<FragmentsRequest>,
+    ) -> Result<Response<FragmentsResponse>, tonic::Status> {
+        let request = request.into_inner();
+        check_journal(&request.journal)?;
+        if request.page_limit < 0 {
+            return Err(invalid(
+                "page_limit",
+                format!("{} is negative", request.page_limit),
+            ));
+        }
+        if request.end_mod_time != 0 && request.end_mod_time < request.begin_mod_time {
+            return Err(invalid("end_mod_time", "is before begin_mod_time"));
+        }
+        let ttl = duration_of(request.signature_ttl.as_ref(), "signatureTTL")
+            .map_err(|e| invalid("signatureTTL", e))?;
+        let header = Some(self.broker.header());
+        let Some(replica) = self.broker.replica(&request.journal) else {
+            let status = self.not_served(&request.journal);
+            return Ok(Response::new(FragmentsResponse {
+                status: status as i32,
+                header,
+                ..Default::default()
+            }));
+        };
+        let limit = match request.page_limit {
+            0 => DEFAULT_PAGE_LIMIT,
+            n => (n as usize).min(DEFAULT_PAGE_LIMIT),
+        };
+        let (begin, end) = (request.begin_mod_time, request.end_mod_time);
+        let mut selected: Vec<_> = replica
+            .fragments()
+            .into_iter()
+            .filter(|f| f.begin >= request.next_page_token)
+            .filter(|f| {
+                // Mod-time filters apply to persisted fragments only.
+                (begin == 0 && end == 0)
+                    || (!f.backing_store.is_empty()
+                        && f.mod_time >= begin
+                        && (end == 0 || f.mod_time < end))
+            })
+            .collect();
+        let next_page_token = if selected.len() > limit {
+            selected[limit].begin
+        } else {
+            0
+        };
+        selected.truncate(limit);
+        let mut fragments = Vec::with_capacity(selected.len());
+        for fragment in selected {
+            let signed = if !ttl.is_zero() && !fragment.backing_store.is_empty() {
+                let store = replica
+                    .stores()
+                    .iter()
+                    .find(|s| s.url() == fragment.backing_store)
+                    .cloned();
+                match store {
+                    Some(store) => signed_url(&store, &fragment, ttl).await.unwrap_or_default(),
+                    None => String::new(),
+                }
+            } else {
+                String::new()
+            };
+            fragments.push(fragments_response::Fragment {
+                spec: Some(fragment),
+                signed_url: signed,
+            });
+        }
+        Ok(Response::new(FragmentsResponse {
+            status: Status::Ok as i32,
+            header,
+            fragments,
+            next_page_token,
+        }))
+    }
+
+    async fn fragment_store_health(
+        &self,
+        request: Request<FragmentStoreHealthRequest>,
+    ) -> Result<Response<FragmentStoreHealthResponse>, tonic::Status> {
+        let request = request.into_inner();
+        let store = FragmentStore::open(&request.fragment_store)
+            .map_err(|e| invalid("fragment_store", e))?;
+        let header = Some(self.broker.header());
+        let (status, error) = match check_health(&store, request.check_delete).await {
+            Ok(()) => (Status::Ok, String::new()),
+            Err(err) => (Status::FragmentStoreUnhealthy, err.to_string()),
+        };
+        Ok(Response::new(FragmentStoreHealthResponse {
+            status: status as i32,
+            header,
+            store_health_error: error,
+        }))
+    }
+}

@@ -1,0 +1,54 @@
+//! The one mapping from internal errors to protocol `Status` values and gRPC statuses.
+//!
+//! Journal outcomes (wrong offset, register mismatch, store unhealthy, ...) are protocol
+//! `Status` values inside responses; gRPC errors are only for transport, malformed
+//! requests and internal failures. The match below is exhaustive: a new journal error
+//! fails to compile until it is mapped here.
+
+use folio_journal::Error as JournalError;
+use folio_protocol::Status;
+
+/// How an internal error is answered.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A journal outcome, with detail for fields such as `store_health_error`.
+    Journal { status: Status, detail: String },
+    /// A gRPC error.
+    Rpc(tonic::Status),
+}
+
+/// Maps a journal replica's error.
+pub fn journal_outcome(err: JournalError) -> Outcome {
+    let detail = err.to_string();
+    let journal = |status| Outcome::Journal {
+        status,
+        detail: detail.clone(),
+    };
+    match err {
+        JournalError::WrongAppendOffset { .. } => journal(Status::WrongAppendOffset),
+        JournalError::RegisterMismatch { .. } => journal(Status::RegisterMismatch),
+        JournalError::NotAllowed(_) => journal(Status::NotAllowed),
+        JournalError::StoreUnhealthy(_) => journal(Status::FragmentStoreUnhealthy),
+        JournalError::OffsetNotYetAvailable { .. } => journal(Status::OffsetNotYetAvailable),
+        JournalError::Aborted(_) => Outcome::Rpc(tonic::Status::cancelled(detail)),
+        JournalError::ShuttingDown => Outcome::Rpc(tonic::Status::unavailable(detail)),
+        JournalError::Store(store) => Outcome::Rpc(store_status(&store)),
+    }
+}
+
+/// A fragment store error as a gRPC status.
+pub fn store_status(err: &folio_fragment_store::Error) -> tonic::Status {
+    use folio_fragment_store::Error as E;
+    let message = err.to_string();
+    match err {
+        E::Corrupt { .. } | E::ChecksumMismatch { .. } => tonic::Status::data_loss(message),
+        E::StoreUrl { .. } | E::InvalidFragment { .. } => tonic::Status::invalid_argument(message),
+        _ if err.is_retryable() => tonic::Status::unavailable(message),
+        _ => tonic::Status::internal(message),
+    }
+}
+
+/// A malformed request, naming the field and value.
+pub fn invalid(field: &str, err: impl std::fmt::Display) -> tonic::Status {
+    tonic::Status::invalid_argument(format!("{field}: {err}"))
+}

@@ -1,0 +1,148 @@
+//! `folio serve`: run a broker.
+//!
+//! With no flags it runs the embedded default: one broker whose keyspace lives in the data
+//! directory (`./folio-data`), persisting fragments to `file://<data dir>/fragments/`, on
+//! 127.0.0.1:8080. With `--etcd` it joins a cluster whose shared state is in etcd.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use folio_broker::{BrokerConfig, serve};
+use folio_coordination::{EtcdKeySpace, KeySpace, MemoryKeySpace};
+
+/// Flags of `folio serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "FOLIO_LISTEN")]
+    pub listen: String,
+    /// Directory for the embedded keyspace and the default local fragment store.
+    #[arg(long, default_value = "./folio-data", env = "FOLIO_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Fragment store for journals whose spec names none (default: file://<data dir>/fragments/).
+    #[arg(long, env = "FOLIO_STORE")]
+    pub store: Option<String>,
+    /// etcd endpoints (comma-separated); without it the keyspace is embedded in the data directory.
+    #[arg(long, env = "FOLIO_ETCD", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// Keyspace prefix under which specs, members and assignments live.
+    #[arg(long, default_value = "/folio", env = "FOLIO_PREFIX")]
+    pub prefix: String,
+    /// Zone of this broker.
+    #[arg(long, default_value = "local", env = "FOLIO_ZONE")]
+    pub zone: String,
+    /// Id of this broker, unique within its zone (default: the host name, or broker-0).
+    #[arg(long, env = "FOLIO_ID")]
+    pub id: Option<String>,
+    /// Endpoint other brokers and clients use to reach this broker (default: http://<listen>).
+    #[arg(long, env = "FOLIO_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// Memory for spools and unpersisted fragments, e.g. 512MiB or 2GiB.
+    #[arg(long, default_value = "1GiB", env = "FOLIO_MEMORY_BUDGET")]
+    pub memory_budget: String,
+    /// How long an append waits for memory while the fragment store is failing before it
+    /// answers FRAGMENT_STORE_UNHEALTHY.
+    #[arg(long, default_value = "10s", env = "FOLIO_BUDGET_WAIT", value_parser = humantime::parse_duration)]
+    pub budget_wait: Duration,
+    /// Membership lease TTL (etcd mode).
+    #[arg(long, default_value = "20s", env = "FOLIO_LEASE_TTL", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Duration,
+    /// How long shutdown waits for spools to be persisted.
+    #[arg(long, default_value = "60s", env = "FOLIO_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+    /// Largest gRPC message accepted, e.g. 4MiB.
+    #[arg(long, default_value = "4MiB", env = "FOLIO_MAX_MESSAGE_SIZE")]
+    pub max_message_size: String,
+}
+
+/// Runs the broker until SIGINT or SIGTERM.
+pub async fn run(args: ServeArgs) -> Result<()> {
+    let budget = byte_size("--memory-budget", &args.memory_budget)?;
+    let max_message = byte_size("--max-message-size", &args.max_message_size)?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
+    let data_dir = args
+        .data_dir
+        .canonicalize()
+        .with_context(|| format!("resolving data directory {}", args.data_dir.display()))?;
+    let store = match args.store {
+        Some(store) => store,
+        None => format!("file://{}/fragments/", data_dir.display()),
+    };
+    folio_fragment_store::FragmentStore::open(&store).context("checking --store")?;
+
+    let keyspace: Arc<dyn KeySpace> = if args.etcd.is_empty() {
+        let path = data_dir.join("keyspace.json");
+        Arc::new(
+            MemoryKeySpace::open(&path)
+                .await
+                .with_context(|| format!("opening embedded keyspace {}", path.display()))?,
+        )
+    } else {
+        Arc::new(
+            EtcdKeySpace::connect(&args.etcd)
+                .await
+                .with_context(|| format!("connecting to etcd {:?}", args.etcd))?,
+        )
+    };
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    let config = BrokerConfig {
+        zone: args.zone,
+        suffix: args.id.unwrap_or_else(default_id),
+        endpoint: args.endpoint.unwrap_or_else(|| format!("http://{local}")),
+        default_store: Some(store.clone()),
+        memory_budget: budget,
+        prefix: args.prefix,
+        lease_ttl: args.lease_ttl,
+        shutdown_grace: args.shutdown_grace,
+        max_message_size: max_message,
+        budget_wait: args.budget_wait,
+    };
+    let mode = if args.etcd.is_empty() {
+        format!("embedded keyspace in {}", data_dir.display())
+    } else {
+        format!("etcd {}", args.etcd.join(","))
+    };
+    eprintln!("folio: broker serving on http://{local} ({mode}; fragments in {store})");
+    serve(config, keyspace, listener, shutdown_signal())
+        .await
+        .context("serving")?;
+    eprintln!("folio: broker stopped; every spool persisted");
+    Ok(())
+}
+
+fn byte_size(flag: &str, text: &str) -> Result<usize> {
+    match folio_protocol::spec_doc::parse_byte_size(text) {
+        Some(n) if n > 0 => Ok(n as usize),
+        _ => bail!("{flag}: {text:?} is not a size such as 512MiB or 2GiB"),
+    }
+}
+
+fn default_id() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "broker-0".into())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(err) => {
+            tracing::error!(%err, "cannot listen for SIGTERM; stop with SIGINT");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,246 @@
+//! Membership: a broker announces itself under a lease and keeps the lease alive.
+//!
+//! Leases are the cluster's only failure detector: when a broker stops renewing its lease,
+//! its member key and every assignment it holds (all bound to the same lease) disappear, and
+//! the allocator moves its journals. A broker that loses its lease must stop acting as a
+//! member (stop serving its journals) and announce again; [`Membership::status`] tells it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use folio_protocol::BrokerSpec;
+use folio_protocol::process_spec::Id;
+use prost::Message;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::keys::{Layout, validate_member_id};
+use crate::keyspace::{Compare, KeySpace, LeaseId, Op, Txn};
+use crate::{Error, Result};
+
+/// Whether a member's lease is still held.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberStatus {
+    /// The lease was renewed within its TTL.
+    Live,
+    /// The lease is gone or could not be renewed within its TTL; the member key and its
+    /// assignments are (or are about to be) deleted. Final: the keep-alive task has stopped.
+    Lost {
+        /// Why, for logs.
+        reason: String,
+    },
+}
+
+/// A live member: its key, its lease and the task keeping the lease alive.
+///
+/// Dropping it stops the keep-alive, and the lease then expires after its TTL; call
+/// [`Membership::revoke`] on a clean shutdown to remove the member at once.
+#[derive(Debug)]
+pub struct Membership {
+    keyspace: Arc<dyn KeySpace>,
+    key: String,
+    id: Id,
+    spec: BrokerSpec,
+    lease: LeaseId,
+    create_revision: i64,
+    status: watch::Receiver<MemberStatus>,
+    cancel: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+/// Announces `spec` as a member: grants a lease of `ttl`, creates the member key under it,
+/// and starts renewing the lease every `ttl / 3`.
+///
+/// Fails with [`Error::MemberExists`] if a member with the same id holds the key (the
+/// lease granted here is revoked again), and with [`Error::InvalidArgument`] if the spec
+/// has no usable id.
+pub async fn announce(
+    keyspace: Arc<dyn KeySpace>,
+    layout: &Layout,
+    spec: BrokerSpec,
+    ttl: Duration,
+) -> Result<Membership> {
+    let id = member_id(&spec)?;
+    if ttl < Duration::from_millis(3) {
+        return Err(Error::InvalidArgument(format!(
+            "member lease TTL {ttl:?} is too short to renew"
+        )));
+    }
+    let key = layout.member_key(&id);
+    let lease = keyspace.grant_lease(ttl).await?;
+    let txn = Txn::new()
+        .when([Compare::ModRevision(key.clone(), 0)])
+        .and_then([Op::put_leased(key.clone(), spec.encode_to_vec(), lease)]);
+    let created = keyspace.txn(txn).await;
+    let resp = match created {
+        Ok(resp) if resp.succeeded => resp,
+        other => {
+            // Best effort: the lease holds nothing, and it expires on its own anyway.
+            if let Err(err) = keyspace.revoke_lease(lease).await {
+                tracing::debug!(error = %err, %lease, "revoking an unused lease failed");
+            }
+            return Err(match other {
+                Ok(_) => Error::MemberExists { key },
+                Err(err) => err,
+            });
+        }
+    };
+    let (tx, status) = watch::channel(MemberStatus::Live);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(
+        keep_alive(keyspace.clone(), lease, ttl, tx, cancel.clone())
+            .instrument(tracing::info_span!("member_keep_alive", member = %key, %lease)),
+    );
+    tracing::info!(member = %key, %lease, revision = resp.revision, "announced");
+    Ok(Membership {
+        keyspace,
+        key,
+        id,
+        spec,
+        lease,
+        create_revision: resp.revision,
+        status,
+        cancel,
+        task: Some(task),
+    })
+}
+
+fn member_id(spec: &BrokerSpec) -> Result<Id> {
+    let id = spec
+        .process_spec
+        .as_ref()
+        .and_then(|p| p.id.clone())
+        .ok_or_else(|| Error::InvalidArgument("the BrokerSpec has no process_spec.id".into()))?;
+    validate_member_id(&id).map_err(Error::InvalidArgument)?;
+    Ok(id)
+}
+
+impl Membership {
+    /// The member key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The member id.
+    pub fn id(&self) -> &Id {
+        &self.id
+    }
+
+    /// The spec as last written.
+    pub fn spec(&self) -> &BrokerSpec {
+        &self.spec
+    }
+
+    /// The lease; put this member's assignments with it so they die with the member.
+    pub fn lease(&self) -> LeaseId {
+        self.lease
+    }
+
+    /// The revision that created the member key (the oldest member runs the allocator).
+    pub fn create_revision(&self) -> i64 {
+        self.create_revision
+    }
+
+    /// The lease's status; changes once, to [`MemberStatus::Lost`], if the lease is lost.
+    pub fn status(&self) -> watch::Receiver<MemberStatus> {
+        self.status.clone()
+    }
+
+    /// Rewrites the member's spec (for example with `exiting: true` on shutdown), if this
+    /// membership still holds the key. The id must not change. Fails with
+    /// [`Error::LeaseNotFound`] if the key is gone (the lease was lost).
+    pub async fn update(&mut self, spec: BrokerSpec) -> Result<i64> {
+        let id = member_id(&spec)?;
+        if id != self.id {
+            return Err(Error::InvalidArgument(format!(
+                "a member cannot change its id (from {:?} to {id:?})",
+                self.id
+            )));
+        }
+        let txn = Txn::new()
+            .when([Compare::CreateRevision(
+                self.key.clone(),
+                self.create_revision,
+            )])
+            .and_then([Op::put_leased(
+                self.key.clone(),
+                spec.encode_to_vec(),
+                self.lease,
+            )]);
+        let resp = self.keyspace.txn(txn).await?;
+        if !resp.succeeded {
+            return Err(Error::LeaseNotFound(self.lease));
+        }
+        self.spec = spec;
+        Ok(resp.revision)
+    }
+
+    /// Stops the keep-alive and revokes the lease, deleting the member key and every key
+    /// bound to the lease (its assignments) at once. A lease that is already gone is fine.
+    pub async fn revoke(mut self) -> Result<()> {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take()
+            && let Err(err) = task.await
+        {
+            tracing::warn!(error = %err, "keep-alive task failed");
+        }
+        match self.keyspace.revoke_lease(self.lease).await {
+            Ok(()) | Err(Error::LeaseNotFound(_)) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Renews `lease` every `ttl / 3` until cancelled. Reports [`MemberStatus::Lost`] and stops
+/// when the lease is gone, or when no renewal succeeded for a whole TTL (the lease has then
+/// expired as far as anyone else can tell).
+async fn keep_alive(
+    keyspace: Arc<dyn KeySpace>,
+    lease: LeaseId,
+    ttl: Duration,
+    status: watch::Sender<MemberStatus>,
+    cancel: CancellationToken,
+) {
+    let interval = ttl / 3;
+    let mut renewed = Instant::now();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        let attempt = tokio::select! {
+            () = cancel.cancelled() => return,
+            attempt = tokio::time::timeout(interval, keyspace.keep_alive_once(lease)) => attempt,
+        };
+        match attempt {
+            Ok(Ok(())) => renewed = Instant::now(),
+            Ok(Err(Error::LeaseNotFound(_))) => {
+                lost(&status, "the lease expired or was revoked".into());
+                return;
+            }
+            Ok(Err(err)) => tracing::warn!(error = %err, "renewing the lease failed"),
+            Err(_) => tracing::warn!(?interval, "renewing the lease timed out"),
+        }
+        if renewed.elapsed() >= ttl {
+            lost(
+                &status,
+                format!("no renewal succeeded within the TTL ({ttl:?})"),
+            );
+            return;
+        }
+    }
+}
+
+fn lost(status: &watch::Sender<MemberStatus>, reason: String) {
+    tracing::error!(%reason, "member lease lost");
+    status.send_replace(MemberStatus::Lost { reason });
+}
