@@ -213,6 +213,18 @@ impl BrokerProcess {
         }
     }
 
+    /// Resident memory of the broker process, in bytes (from /proc).
+    pub fn rss_bytes(&self) -> Result<u64> {
+        let child = self.child.as_ref().context("the broker is not running")?;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("VmRSS missing from /proc/<pid>/status")?;
+        Ok(kib * 1024)
+    }
+
     /// The broker's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -497,6 +497,17 @@ async fn store_outage_loses_nothing() {
         assert!(seq < 1000, "appends never pushed back");
     };
     assert_eq!(refused.status(), Status::FragmentStoreUnhealthy);
+    // Invariant 5: memory stays within the budget (8 MiB) plus the process's own 64 MiB.
+    let rss = broker.rss_bytes().expect("broker RSS");
+    eprintln!(
+        "broker RSS with the store down and the budget spent: {} MiB",
+        rss >> 20
+    );
+    assert!(
+        rss <= (8 + 64) << 20,
+        "broker RSS {} MiB exceeds budget + 64 MiB",
+        rss >> 20
+    );
     assert!(
         !refused.store_health_error.is_empty(),
         "the response says why"

@@ -1,66 +1,35 @@
-//! Assignment of journals to members.
+//! Assignment of journals to members, through `folio-coordination`'s allocator.
 //!
 //! This broker is the only member a journal can have until the multi-broker allocator
-//! lands: it assigns every journal to itself at slot 0 (primary), and removes the
-//! assignments of deleted journals, through the same `assign/` keys and the same
-//! revision-guarded transactions a multi-broker allocator writes.
+//! lands: [`folio_coordination::assign_all_to`] assigns every journal to it at slot 0
+//! (primary) and removes the assignments of deleted journals, written through the same
+//! `assign/` keys and revision-guarded transactions a multi-broker allocator uses.
 
-use folio_coordination::keyspace::{Compare, LeaseId, Op, Txn};
-use prost::Message;
+use folio_coordination::LeaseId;
+use folio_coordination::allocator::write_changes;
 
 use crate::broker::Broker;
 
-/// Writes the assignment changes this broker's view calls for, in one transaction
-/// guarded by the mod revisions it read.
+/// Writes the assignment changes this broker's view calls for.
 pub(crate) async fn assign_to_self(
     broker: &Broker,
     lease: LeaseId,
 ) -> Result<(), folio_coordination::Error> {
-    let route = broker.route().encode_to_vec();
     let (specs, assignments) = broker
         .view
         .read(|s| (broker.layout.specs(s), broker.layout.assignments(s)));
-    let mut compares = Vec::new();
-    let mut ops = Vec::new();
-    for entry in &specs.items {
-        let mine = assignments
-            .items
-            .get(&entry.spec.name)
-            .is_some_and(|list| list.iter().any(|a| a.member == broker.id && a.slot == 0));
-        if !mine {
-            let key = broker
-                .layout
-                .assignment_key(&entry.spec.name, &broker.id, 0);
-            compares.push(Compare::ModRevision(key.clone(), 0));
-            // The spec must still be the one we saw.
-            compares.push(Compare::ModRevision(
-                broker.layout.spec_key(&entry.spec.name),
-                entry.mod_revision,
-            ));
-            ops.push(Op::put_leased(key, route.clone(), lease));
-        }
-    }
-    for (journal, list) in &assignments.items {
-        if specs.items.iter().any(|e| &e.spec.name == journal) {
-            continue;
-        }
-        for assignment in list.iter().filter(|a| a.member == broker.id) {
-            let key = broker
-                .layout
-                .assignment_key(journal, &assignment.member, assignment.slot);
-            compares.push(Compare::ModRevision(broker.layout.spec_key(journal), 0));
-            ops.push(Op::delete(key));
-        }
-    }
-    if ops.is_empty() {
+    let changes = folio_coordination::assign_all_to(
+        &broker.id,
+        &broker.endpoint,
+        &specs.items,
+        &assignments.items,
+    );
+    if changes.is_empty() {
         return Ok(());
     }
-    let response = broker
-        .keyspace
-        .txn(Txn::new().when(compares).and_then(ops))
-        .await?;
-    if response.succeeded {
-        broker.view.wait_for_revision(response.revision).await?;
-    }
+    let outcome = write_changes(&*broker.keyspace, &broker.layout, lease, &changes).await?;
+    // Serve what was just assigned without waiting for the next watch event; a failed
+    // guard means the view was stale, and the next revision decides again.
+    broker.view.wait_for_revision(outcome.revision).await?;
     Ok(())
 }
