@@ -5,10 +5,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use folio_coordination::announce;
 use folio_coordination::keys::Layout;
 use folio_coordination::keyspace::KeySpace;
 use folio_coordination::{KeySpaceView, ViewOptions};
+use folio_coordination::{MemberStatus, announce};
 use folio_journal::ReplicaConfig;
 use folio_protocol::journal_server::JournalServer;
 use folio_protocol::process_spec::Id;
@@ -76,6 +76,9 @@ pub enum ServeError {
     /// The listener has no address.
     #[error("listener: {0}")]
     Listener(#[from] std::io::Error),
+    /// The membership lease expired (the keyspace was unreachable for a whole TTL).
+    #[error("membership lost: {0}")]
+    MembershipLost(String),
     /// Shutdown left content unpersisted.
     #[error("shut down with {0} bytes not persisted (the fragment store stayed unreachable)")]
     Unpersisted(usize),
@@ -109,6 +112,7 @@ pub async fn serve(
         exiting: false,
     };
     let membership = announce(keyspace.clone(), &layout, spec, config.lease_ttl).await?;
+    let mut member_status = membership.status();
     let cancel = CancellationToken::new();
     let (view, view_task) = KeySpaceView::start(
         keyspace.clone(),
@@ -151,8 +155,22 @@ pub async fn serve(
     let draining = broker.clone();
     let grace = config.shutdown_grace;
     let (left_tx, left_rx) = tokio::sync::oneshot::channel();
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel();
     let stop = async move {
-        shutdown.await;
+        // A member whose lease is lost no longer owns its assignments: stop, as on SIGTERM.
+        let lost = async {
+            let _ = member_status
+                .wait_for(|s| matches!(s, MemberStatus::Lost { .. }))
+                .await;
+            member_status.borrow().clone()
+        };
+        tokio::select! {
+            () = shutdown => {}
+            status = lost => {
+                tracing::error!(?status, "membership lease lost; stopping");
+                let _ = lost_tx.send(format!("{status:?}"));
+            }
+        }
         tracing::info!("shutting down: persisting spools");
         health_reporter
             .set_not_serving::<JournalServer<JournalService>>()
@@ -175,6 +193,9 @@ pub async fn serve(
     let _ = view_task.await;
     if let Err(err) = membership.revoke().await {
         tracing::warn!(%err, "revoking membership failed; it expires with its lease");
+    }
+    if let Ok(status) = lost_rx.await {
+        return Err(ServeError::MembershipLost(status));
     }
     match left_rx.await {
         Ok(0) | Err(_) => Ok(()),

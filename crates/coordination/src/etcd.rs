@@ -40,7 +40,8 @@ impl EtcdKeySpace {
     /// Connects to etcd at any of `endpoints` (client URLs such as `http://127.0.0.1:2379`).
     ///
     /// Requests require a leader, so a member cut off from its cluster fails requests and
-    /// watches (retryably) instead of serving stale state.
+    /// watches (retryably) instead of serving stale state. The connection is made lazily:
+    /// an unreachable etcd shows as retryable errors of the first requests, not here.
     pub async fn connect<S: AsRef<str>>(endpoints: &[S]) -> Result<Self> {
         let endpoints: Vec<String> = endpoints.iter().map(|e| e.as_ref().to_owned()).collect();
         let options = etcd::ConnectOptions::new()

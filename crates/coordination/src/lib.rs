@@ -34,12 +34,12 @@
 //! single-member allocator) is stopped by a `CancellationToken` or by dropping its owner.
 
 pub mod allocator;
-mod etcd;
+pub mod etcd;
 pub mod keys;
 pub mod keyspace;
-mod membership;
-mod memory;
-mod view;
+pub mod membership;
+pub mod memory;
+pub mod view;
 
 use std::path::PathBuf;
 
