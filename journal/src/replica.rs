@@ -590,18 +590,9 @@ impl Replica {
                         }
                     }
                     for chunk in content {
-                        let len = chunk.len() as i64;
-                        if tx
-                            .send(Ok(ReadEvent::Content {
-                                offset,
-                                content: chunk,
-                            }))
-                            .await
-                            .is_err()
-                        {
+                        if !send_content(tx, &mut offset, chunk).await {
                             return Ok(());
                         }
-                        offset += len;
                     }
                 }
                 Located::Store { fragment, store } => {
@@ -631,19 +622,9 @@ impl Replica {
                         if offset + chunk.len() as i64 > end {
                             chunk.truncate((end - offset) as usize);
                         }
-                        let len = chunk.len() as i64;
-                        if len > 0
-                            && tx
-                                .send(Ok(ReadEvent::Content {
-                                    offset,
-                                    content: chunk,
-                                }))
-                                .await
-                                .is_err()
-                        {
+                        if !chunk.is_empty() && !send_content(tx, &mut offset, chunk).await {
                             return Ok(());
                         }
-                        offset += len;
                         if offset >= end {
                             break;
                         }
@@ -754,6 +735,24 @@ impl Replica {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Sends content at `offset` and advances it; false when the reader went away.
+async fn send_content(
+    tx: &mpsc::Sender<Result<ReadEvent>>,
+    offset: &mut i64,
+    content: Bytes,
+) -> bool {
+    let len = content.len() as i64;
+    let sent = tx
+        .send(Ok(ReadEvent::Content {
+            offset: *offset,
+            content,
+        }))
+        .await
+        .is_ok();
+    *offset += len;
+    sent
 }
 
 enum Located {

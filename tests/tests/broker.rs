@@ -33,16 +33,21 @@ fn spec_yaml(name: &str, extra: &str) -> folio_protocol::JournalSpec {
         .remove(0)
 }
 
-async fn apply(client: &mut Client, spec: folio_protocol::JournalSpec) {
+/// An Apply request creating `spec` (it must not exist yet).
+fn create(spec: folio_protocol::JournalSpec) -> ApplyRequest {
     let change = apply_request::Change {
         expect_mod_revision: 0,
         upsert: Some(spec),
         delete: String::new(),
     };
+    ApplyRequest {
+        changes: vec![change],
+    }
+}
+
+async fn apply(client: &mut Client, spec: folio_protocol::JournalSpec) {
     let response = client
-        .apply(ApplyRequest {
-            changes: vec![change],
-        })
+        .apply(create(spec))
         .await
         .expect("apply")
         .into_inner();
@@ -315,17 +320,7 @@ async fn bad_input_changes_nothing(
     // An invalid spec is refused, naming the field.
     let mut bad = spec_yaml("e2e/bad/spec", "");
     bad.replication = 9;
-    let change = apply_request::Change {
-        expect_mod_revision: 0,
-        upsert: Some(bad),
-        delete: String::new(),
-    };
-    let err = client
-        .apply(ApplyRequest {
-            changes: vec![change],
-        })
-        .await
-        .expect_err("invalid spec");
+    let err = client.apply(create(bad)).await.expect_err("invalid spec");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("replication"), "{}", err.message());
     let listed = client
@@ -346,15 +341,8 @@ async fn bad_input_changes_nothing(
     );
 
     // Creating a journal that exists fails the compare-and-set.
-    let again = apply_request::Change {
-        expect_mod_revision: 0,
-        upsert: Some(spec_yaml(journal, "")),
-        delete: String::new(),
-    };
     let response = client
-        .apply(ApplyRequest {
-            changes: vec![again],
-        })
+        .apply(create(spec_yaml(journal, "")))
         .await
         .expect("apply")
         .into_inner();
