@@ -471,6 +471,7 @@ impl Replica {
     async fn refresh_index(&self) {
         let mut backoff = Duration::from_millis(100);
         loop {
+            let started = now_unix();
             let mut listed = Vec::new();
             let mut failure = None;
             for store in &self.inner.stores {
@@ -487,7 +488,7 @@ impl Replica {
                     backoff
                 }
                 None => {
-                    self.apply_listing(listed);
+                    self.apply_listing(listed, started);
                     backoff = Duration::from_millis(100);
                     let spec = self.spec();
                     duration_of(
@@ -507,10 +508,23 @@ impl Replica {
         }
     }
 
-    fn apply_listing(&self, listed: Vec<Fragment>) {
+    /// Makes `listed` (a listing begun at `started`) the index's persisted fragments.
+    fn apply_listing(&self, listed: Vec<Fragment>, started: i64) {
         let first = !*self.inner.listed.borrow();
         let mut state = self.lock_state();
+        // Fragments this replica persisted while the listing ran may be missing from it;
+        // dropping them would hide acknowledged content until the next refresh.
+        let recent: Vec<Fragment> = state
+            .index
+            .fragments()
+            .iter()
+            .filter(|f| !f.backing_store.is_empty() && f.mod_time >= started - 1)
+            .cloned()
+            .collect();
         state.index.replace_remote(listed);
+        for fragment in recent {
+            state.index.insert(fragment);
+        }
         if first {
             // Nothing was appended before the first listing: start the spool at the end
             // of persisted content.
