@@ -1,27 +1,85 @@
 #!/usr/bin/env bash
-# Runs a `folio bench` scenario on this machine with the servers it needs, built in
-# release mode, and stops the servers afterwards.
+# Runs a `folio bench` scenario on this machine, built in release mode, with the servers
+# it needs, and stops everything it started afterwards (by PID).
 #
-#   bash bench/run.sh persist [extra flags for `folio bench persist`]
+#   bash bench/run.sh append   [flags for `folio bench append`]    broker vs gRPC sink vs NATS JetStream
+#   bash bench/run.sh tail     [flags for `folio bench tail`]      append ack -> blocking reader latency
+#   bash bench/run.sh backfill [flags for `folio bench backfill`]  history via broker / signed URLs vs raw GETs
+#   bash bench/run.sh persist  [flags for `folio bench persist`]   fragment uploads per codec vs raw PUTs
+#   bash bench/run.sh smoke                                        every scenario, tiny and quick (CI)
 #
-# Results print as a table; JSON goes to bench/results/<scenario>.json.
+# Servers: etcd and s3s-fs (scripts/test-env.sh) always; nats-server (Debian package,
+# installed when missing) for `append`. The broker, the gRPC sink and nats-server are
+# started by the bench itself on free ports and stopped when it ends.
+#
+# The brokers the benches start persist to the S3 server (FOLIO_BENCH_STORE, unless set);
+# pass `--store file:///some/dir/` to measure with a local-disk store instead.
+# Results print as a table; JSON goes to bench/results/<scenario>.json
+# (bench/results/smoke/ for the smoke run). Flags given here win over those defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/test-env.sh
 
-scenario=${1:?usage: bench/run.sh persist [flags]}
+usage="usage: bench/run.sh append|tail|backfill|persist|smoke [flags]"
+scenario=${1:?$usage}
 shift
-folio_ensure_tools
-cargo build --release -p folio
-folio_start_servers
-mkdir -p bench/results
 case "$scenario" in
-  persist)
-    store="s3://$FOLIO_TEST_S3_BUCKET/bench/?endpoint=$FOLIO_TEST_S3_ENDPOINT&region=$FOLIO_TEST_S3_REGION&access_key_id=$FOLIO_TEST_S3_ACCESS_KEY&secret_access_key=$FOLIO_TEST_S3_SECRET_KEY"
-    target/release/folio bench persist --store "$store" --json bench/results/persist.json "$@"
-    ;;
+  append | tail | backfill | persist | smoke) ;;
   *)
-    echo "unknown scenario $scenario (known: persist)" >&2
+    echo "unknown scenario $scenario; $usage" >&2
     exit 2
     ;;
 esac
+
+# Debian installs nats-server in /usr/sbin, which is not on every user's PATH.
+export PATH="$PATH:/usr/sbin"
+folio_ensure_nats() {
+  if ! command -v nats-server >/dev/null; then
+    folio_log "installing nats-server (Debian package)"
+    folio_as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive folio_as_root apt-get install -y -qq nats-server >/dev/null
+  fi
+}
+
+folio_ensure_tools
+if [ "$scenario" = append ] || [ "$scenario" = smoke ]; then folio_ensure_nats; fi
+cargo build --release -p folio
+folio_start_servers
+
+s3_store="s3://$FOLIO_TEST_S3_BUCKET/bench/?endpoint=$FOLIO_TEST_S3_ENDPOINT&region=$FOLIO_TEST_S3_REGION&access_key_id=$FOLIO_TEST_S3_ACCESS_KEY&secret_access_key=$FOLIO_TEST_S3_SECRET_KEY"
+export FOLIO_BENCH_STORE=${FOLIO_BENCH_STORE:-$s3_store}
+folio=target/release/folio
+
+# Runs one scenario with JSON to $1, unless the flags name another file.
+bench() {
+  local json=$1 name=$2
+  shift 2
+  FOLIO_BENCH_JSON=${FOLIO_BENCH_JSON:-$json} "$folio" bench "$name" "$@"
+}
+
+if [ "$scenario" != smoke ]; then
+  mkdir -p bench/results
+  bench "bench/results/$scenario.json" "$scenario" "$@"
+  exit 0
+fi
+
+# Smoke: every scenario end to end, tiny and short, one run each. This proves the harness
+# works (CI runs it); its numbers mean nothing and nothing here asserts on them.
+out=bench/results/smoke
+mkdir -p "$out"
+started=$SECONDS
+folio_log "smoke: append (as fast as acked)"
+bench "$out/append.json" append --runs 1 --duration 1s --warmup 100ms \
+  --journals 2 --writers 1 --in-flight 4 --append-size 16KiB --fragment-length 8MiB
+folio_log "smoke: append (steady rate)"
+bench "$out/append-rate.json" append --runs 1 --duration 1s --warmup 100ms \
+  --journals 1 --in-flight 1 --rate 5 --append-size 16KiB --fragment-length 8MiB
+folio_log "smoke: tail"
+bench "$out/tail.json" tail --runs 1 --duration 1s --warmup 100ms \
+  --journals 2 --readers 2 --rate 4 --append-size 16KiB --fragment-length 8MiB
+folio_log "smoke: backfill"
+bench "$out/backfill.json" backfill --runs 1 --history 8MiB --fragment-length 1MiB \
+  --append-size 256KiB
+folio_log "smoke: persist"
+bench "$out/persist.json" persist --runs 1 --fragment-mib 4 --part-mib 8
+folio_log "smoke: every scenario ran, in $((SECONDS - started)) s; JSON in $out/"

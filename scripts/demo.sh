@@ -20,22 +20,24 @@ fi
 
 echo "==> building folio" >&2
 cargo build -q -p folio
-folio=$PWD/target/debug/folio
+bin=$PWD/target/debug/folio
+folio() { "$bin" "$@"; }
 
 work=$(mktemp -d -t folio-demo.XXXXXX)
 port=$((20000 + RANDOM % 30000))
 export FOLIO_BROKER="http://127.0.0.1:$port"
 cd "$work"
-"$folio" serve --listen "127.0.0.1:$port" --data-dir ./folio-data > broker.log 2>&1 &
+"$bin" serve --listen "127.0.0.1:$port" --data-dir ./folio-data > broker.log 2>&1 &
 broker=$!
 stop() {
   if [ -z "${KEEP:-}" ]; then
     kill -TERM "$broker" 2>/dev/null || true
     wait "$broker" 2>/dev/null || true
+    rm -rf "$work"
   fi
 }
 trap stop EXIT
-for _ in $(seq 1 100); do "$folio" journals list >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 1 100); do folio journals list >/dev/null 2>&1 && break; sleep 0.1; done
 
 run() { echo; echo "\$ $*"; "$@"; }
 
@@ -46,13 +48,13 @@ journals:
     fragment: { length: 64KiB, compression_codec: ZSTANDARD }
 SPECS
 run cat journals.yaml
-run "$folio" journals apply -f journals.yaml
-run "$folio" journals list
-for i in $(seq 1 2000); do echo "{\"click\":$i,\"user\":\"u$((i % 17))\"}"; done > clicks.jsonl
-run "$folio" journals append -j demo/clicks/part-000 clicks.jsonl
+run folio journals apply -f journals.yaml
+run folio journals list
+for i in $(seq 1 8000); do echo "{\"click\":$i,\"user\":\"u$((i % 17))\"}"; done > clicks.jsonl
+run folio journals append -j demo/clicks/part-000 clicks.jsonl
 echo
 echo "\$ folio journals read -j demo/clicks/part-000 | head -3"
-"$folio" journals read -j demo/clicks/part-000 | head -3
+folio journals read -j demo/clicks/part-000 | head -3
 # Stopping the broker persists its spool; then every byte is in fragment files.
 kill -TERM "$broker"; wait "$broker" || true
 run find folio-data/fragments -type f
@@ -64,7 +66,7 @@ echo
 echo "The journal's content, straight from the fragment files, equals what was appended:"
 find folio-data/fragments -name '*.zst' | sort | xargs -n1 zstd -d -c | cmp - clicks.jsonl && echo "  identical ($(wc -c < clicks.jsonl) bytes)"
 if [ -n "${KEEP:-}" ]; then
-  "$folio" serve --listen "127.0.0.1:$port" --data-dir ./folio-data > broker.log 2>&1 &
+  "$bin" serve --listen "127.0.0.1:$port" --data-dir ./folio-data > broker.log 2>&1 &
   broker=$!
   echo "broker running on $FOLIO_BROKER (PID $broker, data in $work/folio-data)"
 fi

@@ -1,13 +1,11 @@
 //! The `folio` command.
 
 mod bench;
+mod journals;
 mod serve;
 
-use std::path::PathBuf;
-
-use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand, ValueEnum};
-use folio_protocol::{LabelSelector, SpecsDocument};
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
 
 /// Folio: a journal broker over object storage.
 #[derive(Debug, Parser)]
@@ -23,9 +21,9 @@ struct Cli {
 enum Command {
     /// Run a broker (with no flags: the embedded default, see `folio serve --help`).
     Serve(serve::ServeArgs),
-    /// Work with journal specs.
-    #[command(subcommand)]
-    Journals(JournalsCommand),
+    /// Work with journals through a broker: specs, appends, reads, fragments, retention
+    /// and store health.
+    Journals(journals::JournalsArgs),
     /// Measure performance against baselines run in the same invocation.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -35,40 +33,23 @@ enum Command {
 enum BenchCommand {
     /// Fragment-store upload throughput per codec, against raw PUTs of the same bytes.
     Persist(bench::persist::PersistArgs),
-}
-
-#[derive(Debug, Subcommand)]
-enum JournalsCommand {
-    /// Check a specs file (the `journals:` YAML or JSON format) without applying it, and
-    /// print the specs as they would be applied, with every default filled in.
-    Check {
-        /// The specs file; `-` reads standard input.
-        #[arg(short = 'f', long = "file", env = "FOLIO_SPECS_FILE")]
-        file: PathBuf,
-        /// Output format.
-        #[arg(
-            short = 'o',
-            long = "output",
-            value_enum,
-            default_value = "yaml",
-            env = "FOLIO_OUTPUT"
-        )]
-        output: Output,
-        /// Print only the specs matching this label selector, e.g. `app=clicks, region in (eu, us)`.
-        #[arg(short = 'l', long = "selector", env = "FOLIO_SELECTOR")]
-        selector: Option<String>,
-    },
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Output {
-    Yaml,
-    Json,
+    /// Append throughput and ack latency, against a gRPC sink and NATS JetStream.
+    Append(bench::append::AppendArgs),
+    /// Latency from append acknowledgement to blocking readers, against a gRPC relay.
+    Tail(bench::tail::TailArgs),
+    /// Reading persisted history via the broker and signed URLs, against raw GETs.
+    Backfill(bench::backfill::BackfillArgs),
+    /// The no-op gRPC sink the append and tail benches start as their baseline.
+    #[command(hide = true)]
+    GrpcSinkServer(bench::sink::SinkServerArgs),
 }
 
 fn main() {
-    if let Err(err) = run(Cli::parse()) {
-        eprintln!("folio: {err:#}");
+    let cli = Cli::try_parse().unwrap_or_else(|err| usage_error(err));
+    if let Err(err) = run(cli) {
+        // One line, whatever the causes' text holds.
+        let text = format!("{err:#}").replace(['\n', '\r'], " ");
+        eprintln!("folio: {text}");
         std::process::exit(1);
     }
 }
@@ -76,7 +57,7 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            init_logging();
+            init_logging("info");
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(serve::run(args))
         }
@@ -84,56 +65,61 @@ fn run(cli: Cli) -> Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(bench::persist::run(args))
         }
-        Command::Journals(JournalsCommand::Check {
-            file,
-            output,
-            selector,
-        }) => {
-            let selector = selector
-                .as_deref()
-                .map(LabelSelector::parse)
-                .transpose()
-                .context("parsing --selector")?
-                .unwrap_or_default();
-            let text = read_input(&file)?;
-            let name = file.display();
-            let is_json = file.extension().is_some_and(|e| e == "json");
-            let specs = if is_json {
-                SpecsDocument::from_json(&text)
-            } else {
-                SpecsDocument::from_yaml(&text)
-            }
-            .with_context(|| format!("reading spec file {name}"))?;
-            let selected: Vec<_> = specs
-                .iter()
-                .filter(|s| selector.matches_journal(&s.name, s.labels.as_ref()))
-                .collect();
-            let doc = SpecsDocument::from_specs(selected)?;
-            match output {
-                Output::Yaml => print!("{}", doc.to_yaml()),
-                Output::Json => println!("{}", doc.to_json()),
-            }
-            Ok(())
+        Command::Bench(BenchCommand::Append(args)) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(bench::append::run(args))
+        }
+        Command::Bench(BenchCommand::Tail(args)) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(bench::tail::run(args))
+        }
+        Command::Bench(BenchCommand::Backfill(args)) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(bench::backfill::run(args))
+        }
+        Command::Bench(BenchCommand::GrpcSinkServer(args)) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(bench::sink::serve(args))
+        }
+        Command::Journals(args) => {
+            // Retries and warnings of the client stay quiet unless FOLIO_LOG asks.
+            init_logging("error");
+            journals::run(args)
         }
     }
 }
 
-/// Logs to stderr, filtered by `FOLIO_LOG` (default `info`).
-fn init_logging() {
+/// Prints help and version as clap does; any other command-line error as one line,
+/// `folio: <what is wrong>`, with clap's tip, and exits with clap's status (2).
+fn usage_error(err: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        err.exit();
+    }
+    let rendered = err.render().to_string();
+    let parts: Vec<String> = rendered
+        .split("\n\n")
+        .filter(|p| !p.starts_with("Usage:") && !p.starts_with("For more information"))
+        .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|p| !p.is_empty())
+        .collect();
+    let text = parts.join("; ");
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    eprintln!("folio: {text} (see --help)");
+    std::process::exit(err.exit_code());
+}
+
+/// Logs to stderr, filtered by `FOLIO_LOG`, else by `default` (such as `info`).
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FOLIO_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-}
-
-fn read_input(file: &PathBuf) -> Result<String> {
-    if file.as_os_str() == "-" {
-        return std::io::read_to_string(std::io::stdin()).context("reading standard input");
-    }
-    if !file.exists() {
-        bail!("spec file {} does not exist", file.display());
-    }
-    std::fs::read_to_string(file).with_context(|| format!("reading spec file {}", file.display()))
 }

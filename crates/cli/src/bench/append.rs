@@ -1,0 +1,203 @@
+//! `folio bench append`: append throughput and acknowledgement latency of a broker,
+//! against the gRPC ceiling and NATS JetStream, each driven by the same load.
+//!
+//! Per run, in this order, each with fresh journals (subjects):
+//! 1. **grpc sink (baseline)**: the same append RPCs into `folio bench grpc-sink-server`,
+//!    a separate process that discards them (see `sink.rs`);
+//! 2. **folio broker**: appends to journals created by `Apply`, persisted with `--codec`;
+//! 3. **nats jetstream** (peer): the same payloads published to a file-storage stream,
+//!    each ack awaited.
+//!
+//! Reported per subject (medians over runs): MB/s and appends/s acknowledged, ack latency
+//! p50 / p99 / p99.9 (from just before the RPC is sent to its response), and the CPU
+//! seconds per GB acknowledged of the server process and of this client process. The
+//! ratio is MB/s over the sink's. `--rate` turns it into a steady-rate latency test.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use folio_protocol::CompressionCodec;
+use serde::Serialize;
+
+use super::broker::{Broker, BrokerArgs, journal_spec, parse_codec, unique_id};
+use super::flags::{ByteSize, LoadArgs, RunArgs};
+use super::load::{Sender, drive, grpc_senders};
+use super::nats::NatsServer;
+use super::payload::log_lines;
+use super::process::CpuMeter;
+use super::sink::SinkProcess;
+use super::stats::{
+    Column, MB_PER_S, MetricSummary, RunMetrics, Sample, metric_table, summarize_runs,
+};
+
+/// Flags of `folio bench append`.
+#[derive(Debug, Args)]
+pub struct AppendArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Compression codec of the broker's journals.
+    #[arg(long, default_value = "NONE", env = "FOLIO_BENCH_CODEC", value_parser = parse_codec)]
+    pub codec: CompressionCodec,
+    /// Fragment length of the broker's journals (a spool is persisted when it is this long).
+    #[arg(long, default_value = "128MiB", env = "FOLIO_BENCH_FRAGMENT_LENGTH")]
+    pub fragment_length: ByteSize,
+    /// Leave the NATS JetStream peer out (it is run by default and needs nats-server).
+    #[arg(long)]
+    pub skip_nats: bool,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Serialize)]
+struct Report<'a> {
+    scenario: &'static str,
+    load: &'a LoadArgs,
+    codec: &'static str,
+    fragment_length: ByteSize,
+    broker: &'a str,
+    store: String,
+    runs: usize,
+    results: &'a [MetricSummary],
+}
+
+const SINK: &str = "grpc sink (baseline)";
+const BROKER: &str = "folio broker";
+const NATS: &str = "nats jetstream (peer)";
+
+/// The table's columns, shared with the tail scenario's naming.
+const COLUMNS: [Column; 7] = [
+    Column::new(MB_PER_S, "MB/s", 1),
+    Column::new("appends_per_s", "appends/s", 0),
+    Column::new("ack_p50_us", "p50 us", 0),
+    Column::new("ack_p99_us", "p99 us", 0),
+    Column::new("ack_p999_us", "p99.9 us", 0),
+    Column::new("server_cpu_s_per_gb", "server cpu s/GB", 2),
+    Column::new("client_cpu_s_per_gb", "client cpu s/GB", 2),
+];
+
+/// Runs the scenario and prints its table.
+pub async fn run(args: AppendArgs) -> Result<()> {
+    args.load.validate()?;
+    args.run.validate()?;
+    let payload = log_lines(args.load.append_size.bytes());
+    let id = unique_id();
+
+    // NATS first: when nats-server is missing, say so before anything else starts.
+    let nats = match args.skip_nats {
+        true => None,
+        false => Some(NatsServer::start(payload.len()).await?),
+    };
+    let sink = SinkProcess::start().await?;
+    let mut broker = Broker::start(&args.broker).await?;
+
+    let mut subjects: Vec<(String, Vec<RunMetrics>)> = vec![
+        (SINK.to_owned(), Vec::new()),
+        (BROKER.to_owned(), Vec::new()),
+    ];
+    if nats.is_some() {
+        subjects.push((NATS.to_owned(), Vec::new()));
+    }
+    for run in 0..args.run.runs {
+        eprintln!("append bench: run {}/{}", run + 1, args.run.runs);
+        let journals: Vec<String> = (0..args.load.journals)
+            .map(|j| format!("bench/append/{id}/r{run}/j{j}"))
+            .collect();
+
+        let senders = grpc_senders(&sink.endpoint, &args.load, &journals, &payload).await?;
+        subjects[0].1.push(
+            measure(&args.load, senders, sink.pid())
+                .await
+                .context("the gRPC sink")?,
+        );
+
+        let specs = journals
+            .iter()
+            .map(|name| {
+                journal_spec(
+                    name,
+                    args.fragment_length.0,
+                    args.codec,
+                    broker.store.as_deref(),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        broker.create_journals(specs).await?;
+        let senders = grpc_senders(&broker.endpoint, &args.load, &journals, &payload).await?;
+        let measured = measure(&args.load, senders, broker.pid).await;
+        broker.check_running()?;
+        subjects[1].1.push(measured.context("the broker")?);
+
+        if let Some(nats) = &nats {
+            let stream = format!("BENCH_{}_{run}", id.replace('-', "_"));
+            nats.create_stream(&stream, &format!("bench.{run}.>"))
+                .await?;
+            let subjects_of_run: Vec<String> = (0..args.load.journals)
+                .map(|j| format!("bench.{run}.j{j}"))
+                .collect();
+            let senders = nats.senders(&args.load, &subjects_of_run, &payload).await?;
+            let measured = measure(&args.load, senders, nats.pid()).await;
+            subjects[2].1.push(measured.context("NATS JetStream")?);
+            nats.delete_stream(&stream).await?;
+        }
+    }
+
+    let summaries = summarize_runs(&subjects, MB_PER_S);
+    let title = format!(
+        "append: {}; broker codec {}, fragments {}, store {}; {} runs",
+        args.load.describe(),
+        args.codec.as_str_name(),
+        args.fragment_length,
+        broker.describe_store(),
+        args.run.runs
+    );
+    println!("{}", metric_table(&title, &COLUMNS, &summaries));
+    args.run.write_json(&Report {
+        scenario: "append",
+        load: &args.load,
+        codec: args.codec.as_str_name(),
+        fragment_length: args.fragment_length,
+        broker: &broker.endpoint,
+        store: broker.describe_store(),
+        runs: args.run.runs,
+        results: &summaries,
+    })?;
+
+    sink.stop().await;
+    broker.stop().await;
+    if let Some(nats) = nats {
+        nats.stop().await;
+    }
+    Ok(())
+}
+
+/// Drives one load and turns it into a run's metrics, with the CPU time of the server
+/// (`server_pid`, when known) and of this process per GB acknowledged.
+async fn measure<S: Sender>(
+    load: &LoadArgs,
+    senders: Vec<S>,
+    server_pid: Option<u32>,
+) -> Result<RunMetrics> {
+    let server = server_pid
+        .map(|pid| CpuMeter::start(Some(pid)))
+        .transpose()?;
+    let client = CpuMeter::start(None)?;
+    let result = drive(load, senders).await?;
+    let client_cpu = client.finish()?;
+    let server_cpu = server.map(|m| m.finish()).transpose()?;
+
+    let mut run = RunMetrics::new(Sample {
+        bytes: result.bytes,
+        seconds: result.seconds,
+    });
+    run.set("appends_per_s", result.appends_per_second());
+    result.latency.report("ack_", &mut run);
+    // CPU was spent over warm-up and measurement alike, so it is divided by all the bytes
+    // acknowledged over both.
+    let gb = result.all_bytes as f64 / 1e9;
+    run.set("client_cpu_s_per_gb", client_cpu / gb);
+    if let Some(cpu) = server_cpu {
+        run.set("server_cpu_s_per_gb", cpu / gb);
+    }
+    Ok(run)
+}

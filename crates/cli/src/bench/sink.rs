@@ -1,0 +1,313 @@
+//! The gRPC ceiling: `folio bench grpc-sink-server`, a Journal service that does nothing
+//! a broker does except speak the same protocol over the same tonic stack.
+//!
+//! - `Append` reads the client stream and answers a commit at a per-journal offset
+//!   counter: a no-op sink for the same messages the broker receives.
+//! - `Read` (blocking) relays appends committed after it started, straight from memory:
+//!   the ceiling for a tail reader's latency.
+//! - `Apply` and `List` answer OK, so the bench drives it with the broker's code.
+//!
+//! It runs as its own process, like the broker, so client and server never share a
+//! runtime. It uses the broker's HTTP/2 windows (8 MiB stream, 16 MiB connection).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use clap::Args;
+use folio_protocol::journal_server::{Journal, JournalServer};
+use folio_protocol::{
+    AppendRequest, AppendResponse, ApplyRequest, ApplyResponse, Fragment,
+    FragmentStoreHealthRequest, FragmentStoreHealthResponse, FragmentsRequest, FragmentsResponse,
+    ListRequest, ListResponse, ReadRequest, ReadResponse, ReplicateRequest, ReplicateResponse,
+    Status,
+};
+use futures::Stream;
+use tokio::sync::broadcast;
+use tonic::{Request, Response, Streaming};
+
+use super::process::{ServerProcess, free_port};
+use super::rpc::{CONNECTION_WINDOW, MAX_MESSAGE, STREAM_WINDOW};
+
+/// Flags of the hidden `folio bench grpc-sink-server`.
+#[derive(Debug, Args)]
+pub struct SinkServerArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+}
+
+/// Serves the sink until SIGINT or SIGTERM.
+pub async fn serve(args: SinkServerArgs) -> Result<()> {
+    let service = JournalServer::new(Sink::default())
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    eprintln!("grpc sink: serving on {}", args.listen);
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .tcp_nodelay(true)
+        .add_service(service)
+        .serve_with_shutdown(args.listen, shutdown_signal())
+        .await
+        .with_context(|| format!("serving on {}", args.listen))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Relay messages a reader may fall behind by before its read fails.
+const RELAY_CAPACITY: usize = 4096;
+
+#[derive(Debug, Default)]
+struct Sink {
+    journals: Mutex<HashMap<String, Arc<SinkJournal>>>,
+}
+
+#[derive(Debug)]
+struct SinkJournal {
+    /// The write head; held while a commit is relayed, so relayed offsets are in order.
+    head: Mutex<i64>,
+    relay: broadcast::Sender<(i64, Bytes)>,
+}
+
+impl Sink {
+    fn journal(&self, name: &str) -> Arc<SinkJournal> {
+        let mut journals = self
+            .journals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        journals
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(SinkJournal {
+                    head: Mutex::new(0),
+                    relay: broadcast::channel(RELAY_CAPACITY).0,
+                })
+            })
+            .clone()
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Journal for Sink {
+    type ListStream = BoxStream<ListResponse>;
+    type ReadStream = BoxStream<ReadResponse>;
+    type ReplicateStream = BoxStream<ReplicateResponse>;
+
+    async fn list(
+        &self,
+        _request: Request<ListRequest>,
+    ) -> Result<Response<Self::ListStream>, tonic::Status> {
+        let response = ListResponse {
+            status: Status::Ok as i32,
+            ..ListResponse::default()
+        };
+        Ok(Response::new(Box::pin(futures::stream::once(async move {
+            Ok(response)
+        }))))
+    }
+
+    async fn apply(
+        &self,
+        _request: Request<ApplyRequest>,
+    ) -> Result<Response<ApplyResponse>, tonic::Status> {
+        Ok(Response::new(ApplyResponse {
+            status: Status::Ok as i32,
+            header: None,
+        }))
+    }
+
+    async fn read(
+        &self,
+        request: Request<ReadRequest>,
+    ) -> Result<Response<Self::ReadStream>, tonic::Status> {
+        let request = request.into_inner();
+        let journal = self.journal(&request.journal);
+        // Subscribed before answering: a client whose read call returned sees every
+        // append committed after that.
+        let (receiver, head) = {
+            let head = journal
+                .head
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (journal.relay.subscribe(), *head)
+        };
+        if !request.block {
+            let response = ReadResponse {
+                status: Status::OffsetNotYetAvailable as i32,
+                offset: head,
+                write_head: head,
+                ..ReadResponse::default()
+            };
+            return Ok(Response::new(Box::pin(futures::stream::once(async move {
+                Ok(response)
+            }))));
+        }
+        let stream = futures::stream::unfold(receiver, |mut receiver| async move {
+            match receiver.recv().await {
+                Ok((offset, content)) => Some((
+                    Ok(ReadResponse {
+                        status: Status::Ok as i32,
+                        offset,
+                        content,
+                        ..ReadResponse::default()
+                    }),
+                    receiver,
+                )),
+                Err(broadcast::error::RecvError::Lagged(n)) => Some((
+                    Err(tonic::Status::resource_exhausted(format!(
+                        "reader fell {n} messages behind the relay"
+                    ))),
+                    receiver,
+                )),
+                Err(broadcast::error::RecvError::Closed) => None,
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn append(
+        &self,
+        request: Request<Streaming<AppendRequest>>,
+    ) -> Result<Response<AppendResponse>, tonic::Status> {
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| tonic::Status::invalid_argument("empty append stream"))?;
+        let journal = self.journal(&first.journal);
+        // Content is kept only while someone reads; otherwise this is a pure sink.
+        let relaying = journal.relay.receiver_count() > 0;
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut length = first.content.len() as i64;
+        if relaying && !first.content.is_empty() {
+            chunks.push(first.content);
+        }
+        let mut committed = false;
+        while let Some(message) = stream.message().await? {
+            if message.content.is_empty() {
+                committed = true;
+                break;
+            }
+            length += message.content.len() as i64;
+            if relaying {
+                chunks.push(message.content);
+            }
+        }
+        if !committed {
+            return Err(tonic::Status::aborted(
+                "the append stream ended without its commit chunk",
+            ));
+        }
+        let begin = {
+            let mut head = journal
+                .head
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let begin = *head;
+            *head += length;
+            let mut offset = begin;
+            for chunk in chunks {
+                let len = chunk.len() as i64;
+                // No receivers left is fine: nobody is reading.
+                let _ = journal.relay.send((offset, chunk));
+                offset += len;
+            }
+            begin
+        };
+        Ok(Response::new(AppendResponse {
+            status: Status::Ok as i32,
+            commit: Some(Fragment {
+                journal: first.journal,
+                begin,
+                end: begin + length,
+                ..Fragment::default()
+            }),
+            ..AppendResponse::default()
+        }))
+    }
+
+    async fn replicate(
+        &self,
+        _request: Request<Streaming<ReplicateRequest>>,
+    ) -> Result<Response<Self::ReplicateStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("the sink does not replicate"))
+    }
+
+    async fn list_fragments(
+        &self,
+        _request: Request<FragmentsRequest>,
+    ) -> Result<Response<FragmentsResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("the sink keeps no fragments"))
+    }
+
+    async fn fragment_store_health(
+        &self,
+        _request: Request<FragmentStoreHealthRequest>,
+    ) -> Result<Response<FragmentStoreHealthResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("the sink has no store"))
+    }
+}
+
+/// A `folio bench grpc-sink-server` process the bench started.
+#[derive(Debug)]
+pub struct SinkProcess {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    process: ServerProcess,
+    _dir: tempfile::TempDir,
+}
+
+impl SinkProcess {
+    /// Starts the sink (this executable) on a free port and waits for it to listen.
+    pub async fn start() -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("folio-bench-sink.")
+            .tempdir()
+            .context("creating a directory for the sink's log")?;
+        let port = free_port()?;
+        let exe = std::env::current_exe().context("locating the folio executable")?;
+        let mut command = Command::new(exe);
+        command
+            .args(["bench", "grpc-sink-server", "--listen"])
+            .arg(format!("127.0.0.1:{port}"));
+        let log = dir.path().join("sink.log");
+        let mut process = ServerProcess::spawn("the gRPC sink", command, &log, "")?;
+        process.wait_for_port(port, Duration::from_secs(30)).await?;
+        Ok(Self {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            process,
+            _dir: dir,
+        })
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
+    /// Stops it.
+    pub async fn stop(mut self) {
+        self.process.stop(Duration::from_secs(2)).await;
+    }
+}
