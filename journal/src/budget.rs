@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 /// A broker-wide budget of content bytes.
 #[derive(Debug, Clone)]
@@ -22,6 +22,9 @@ struct Inner {
     permits: Semaphore,
     total: usize,
     used: AtomicUsize,
+    /// Woken when a charge has waited: replicas then close their spools so that
+    /// persisting can release memory (spools are only released once persisted).
+    pressure: Notify,
 }
 
 /// Bytes charged against a budget; released when dropped.
@@ -40,6 +43,7 @@ impl MemoryBudget {
                 permits: Semaphore::new(total),
                 total,
                 used: AtomicUsize::new(0),
+                pressure: Notify::new(),
             }),
         }
     }
@@ -71,6 +75,16 @@ impl MemoryBudget {
             budget: self.clone(),
             bytes: n,
         }
+    }
+
+    /// Asks every replica to close its spool: memory is short.
+    pub fn signal_pressure(&self) {
+        self.inner.pressure.notify_waiters();
+    }
+
+    /// Resolves at the next [`MemoryBudget::signal_pressure`].
+    pub async fn pressure(&self) {
+        self.inner.pressure.notified().await;
     }
 
     /// An empty charge, to merge others into.

@@ -156,11 +156,8 @@ struct Inner {
 /// State touched only by the (serialized) append path.
 #[derive(Debug)]
 struct AppendState {
-    persist_tx: Option<mpsc::Sender<PersistJob>>,
     limiter: RateLimiter,
     pipeline: Pipeline,
-    /// Charge of the spool's committed content.
-    spool_charge: Option<Charge>,
     /// The flush-interval segment the spool's first append fell in.
     spool_segment: Option<i64>,
 }
@@ -173,6 +170,10 @@ struct State {
     /// Persisted fragments (store listings and our own uploads).
     index: FragmentIndex,
     registers: LabelSet,
+    /// Charge of the spool's committed content.
+    spool_charge: Option<Charge>,
+    /// The persister's queue; `None` once shutting down.
+    persist_tx: Option<mpsc::Sender<PersistJob>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -201,10 +202,8 @@ impl Replica {
             spec: Mutex::new(spec.clone()),
             stores: stores.clone(),
             append_lock: tokio::sync::Mutex::new(AppendState {
-                persist_tx: Some(persist_tx),
                 limiter: RateLimiter::new(spec.max_append_rate),
                 pipeline: Pipeline::local(),
-                spool_charge: None,
                 spool_segment: None,
             }),
             state: Mutex::new(State {
@@ -212,6 +211,8 @@ impl Replica {
                 local: BTreeMap::new(),
                 index: FragmentIndex::new(),
                 registers: LabelSet::default(),
+                spool_charge: None,
+                persist_tx: Some(persist_tx),
             }),
             head: watch::Sender::new(0),
             listed: watch::Sender::new(false),
@@ -232,6 +233,8 @@ impl Replica {
             ));
             let refresher = replica.clone();
             tasks.spawn(async move { refresher.refresh_index().await });
+            let relief = replica.clone();
+            tasks.spawn(async move { relief.relieve_pressure().await });
         }
         replica
     }
@@ -369,14 +372,14 @@ impl Replica {
             if let (Some(subtract), true) = (&params.subtract_registers, appended) {
                 state.registers = state.registers.subtract(subtract);
             }
+            state
+                .spool_charge
+                .get_or_insert_with(|| budget.empty())
+                .merge(charge);
             (commit, state.registers.clone())
         };
         // With peers, this is where the proposal is acknowledged by every replica.
         append.pipeline.propose(&commit).await;
-        append
-            .spool_charge
-            .get_or_insert_with(|| budget.empty())
-            .merge(charge);
         if append.spool_segment.is_none() {
             append.spool_segment = Some(segment_of(&spec, now_unix()));
         }
@@ -392,14 +395,25 @@ impl Replica {
     /// the store is failing, waits at most `budget_wait`, then fails.
     async fn charge(&self, bytes: usize) -> Result<Charge> {
         let budget = &self.inner.config.budget;
+        let mut waited = Duration::ZERO;
+        let step = Duration::from_millis(50);
+        let charging = budget.charge(bytes);
+        tokio::pin!(charging);
         loop {
-            match tokio::time::timeout(self.inner.config.budget_wait, budget.charge(bytes)).await {
+            match tokio::time::timeout(step, &mut charging).await {
                 Ok(charge) => return Ok(charge),
                 Err(_) => {
-                    if let Some(err) = self.store_health_error() {
-                        return Err(Error::StoreUnhealthy(err));
+                    // Memory is held by spools until they are persisted: ask every replica
+                    // to close its spool so persisting can release it.
+                    budget.signal_pressure();
+                    waited += step;
+                    if waited >= self.inner.config.budget_wait {
+                        if let Some(err) = self.store_health_error() {
+                            return Err(Error::StoreUnhealthy(err));
+                        }
+                        // The store is slow but healthy: keep waiting.
+                        waited = Duration::ZERO;
                     }
-                    // The store is slow but healthy: keep waiting.
                 }
             }
         }
@@ -411,33 +425,62 @@ impl Replica {
     async fn maybe_roll(&self, append: &mut AppendState, spec: &JournalSpec) {
         let length = spec.fragment.as_ref().map_or(i64::MAX, |f| f.length);
         let limit = length.min((self.inner.config.budget.total() / 4).max(1) as i64);
-        let codec = codec_of(spec);
-        let closed = {
-            let mut state = self.lock_state();
+        let due = {
+            let state = self.lock_state();
             let segment_ended = append
                 .spool_segment
                 .is_some_and(|s| s != segment_of(spec, now_unix()));
-            let due = state.spool.len() >= limit || segment_ended || state.spool.codec() != codec;
-            if !due || state.spool.is_empty() {
-                return;
-            }
-            let closed = state.spool.roll(codec);
-            if let Some(c) = &closed {
-                let starts = chunk_starts(c.fragment.begin, &c.chunks);
-                state.local.insert(
-                    c.fragment.begin,
-                    (c.fragment.clone(), c.chunks.clone(), starts),
-                );
-            }
-            closed
+            state.spool.len() >= limit || segment_ended || state.spool.codec() != codec_of(spec)
         };
-        append.spool_segment = None;
-        let charge = append
-            .spool_charge
-            .take()
-            .unwrap_or_else(|| self.inner.config.budget.empty());
-        if let (Some(closed), Some(tx)) = (closed, &append.persist_tx) {
-            self.enqueue(tx, closed, charge, spec).await;
+        if due {
+            append.spool_segment = None;
+            self.roll(spec).await;
+        }
+    }
+
+    /// Closes the spool's committed content (an append in progress carries over into the
+    /// new spool) and queues it for persisting.
+    async fn roll(&self, spec: &JournalSpec) {
+        let closing = {
+            let mut state = self.lock_state();
+            match state.spool.roll(codec_of(spec)) {
+                None => None,
+                Some(closed) => {
+                    let starts = chunk_starts(closed.fragment.begin, &closed.chunks);
+                    let local = (closed.fragment.clone(), closed.chunks.clone(), starts);
+                    state.local.insert(closed.fragment.begin, local);
+                    let charge = state
+                        .spool_charge
+                        .take()
+                        .unwrap_or_else(|| self.inner.config.budget.empty());
+                    Some((closed, charge, state.persist_tx.clone()))
+                }
+            }
+        };
+        match closing {
+            Some((closed, charge, Some(tx))) => self.enqueue(&tx, closed, charge, spec).await,
+            Some((closed, charge, None)) => {
+                // Shutting down: keep it readable and charged until the process ends.
+                tracing::error!(journal = %self.inner.name, begin = closed.fragment.begin, "fragment closed after the persister stopped");
+                std::mem::forget(charge);
+            }
+            None => {}
+        }
+    }
+
+    /// Rolls the spool whenever the memory budget runs short.
+    async fn relieve_pressure(&self) {
+        let budget = self.inner.config.budget.clone();
+        loop {
+            tokio::select! {
+                () = budget.pressure() => {}
+                () = self.inner.cancel.cancelled() => return,
+            }
+            let has_content = !self.lock_state().spool.is_empty();
+            if has_content {
+                tracing::debug!(journal = %self.inner.name, "memory is short: closing the spool");
+                self.roll(&self.spec()).await;
+            }
         }
     }
 
@@ -709,28 +752,11 @@ impl Replica {
     pub async fn shutdown(&self, grace: Duration) -> usize {
         let spec = self.spec();
         {
-            let mut append = self.inner.append_lock.lock().await;
-            let closed = {
-                let mut state = self.lock_state();
-                let closed = state.spool.roll(codec_of(&spec));
-                if let Some(c) = &closed {
-                    let starts = chunk_starts(c.fragment.begin, &c.chunks);
-                    state.local.insert(
-                        c.fragment.begin,
-                        (c.fragment.clone(), c.chunks.clone(), starts),
-                    );
-                }
-                closed
-            };
-            let charge = append
-                .spool_charge
-                .take()
-                .unwrap_or_else(|| self.inner.config.budget.empty());
-            if let (Some(closed), Some(tx)) = (closed, append.persist_tx.clone()) {
-                self.enqueue(&tx, closed, charge, &spec).await;
-            }
+            // Holding the append lock: no append is in progress, and none starts.
+            let _append = self.inner.append_lock.lock().await;
+            self.roll(&spec).await;
             // Closing the queue lets the persister finish and exit.
-            append.persist_tx = None;
+            self.lock_state().persist_tx = None;
         }
         let deadline = tokio::time::Instant::now() + grace;
         loop {

@@ -157,17 +157,30 @@ impl Spool {
         }
     }
 
-    /// Closes the committed content as a fragment and starts an empty spool at its end
-    /// (with `codec` for the next fragment). Must not be called during an append.
+    /// Closes the committed content as a fragment and starts a new spool at its end (with
+    /// `codec` for the next fragment). An append in progress is carried over whole into
+    /// the new spool, still uncommitted, so the spool can be rolled at any moment (for
+    /// example when memory is short) without splitting or losing an append.
     pub fn roll(&mut self, codec: CompressionCodec) -> Option<ClosedFragment> {
-        debug_assert!(self.saved.is_none(), "roll during an open append");
-        let closed = (!self.is_empty()).then(|| ClosedFragment {
-            fragment: self.fragment(),
+        if self.is_empty() {
+            return None;
+        }
+        let fragment = self.fragment();
+        let pending = match self.saved.take() {
+            Some((_, count)) => self.chunks.split_off(count),
+            None => Vec::new(),
+        };
+        let closed = ClosedFragment {
+            fragment,
             chunks: std::mem::take(&mut self.chunks),
             first_append_time: self.first_append_time.unwrap_or(0),
-        });
-        *self = Spool::new(&self.journal, self.end, codec);
-        closed
+        };
+        let mut next = Spool::new(&self.journal, self.end, codec);
+        for chunk in pending {
+            next.write(chunk);
+        }
+        *self = next;
+        Some(closed)
     }
 
     /// Committed content from `offset` (inside the spool), up to `max` bytes, as slices
@@ -256,6 +269,27 @@ mod tests {
             spool.roll(CompressionCodec::None).is_none(),
             "empty spools do not close"
         );
+    }
+
+    #[test]
+    fn roll_during_an_append_carries_it_over() {
+        let mut spool = Spool::new("a/b/c", 0, CompressionCodec::None);
+        spool.write(Bytes::from_static(b"one\n"));
+        spool.commit(1);
+        spool.write(Bytes::from_static(b"tw"));
+        spool.write(Bytes::from_static(b"o\n"));
+        let closed = spool.roll(CompressionCodec::Zstandard).expect("closed");
+        assert_eq!((closed.fragment.begin, closed.fragment.end), (0, 4));
+        assert_eq!(closed.fragment.sha1(), sum_of(b"one\n"));
+        assert_eq!(closed.chunks.concat(), b"one\n");
+        assert_eq!((spool.begin(), spool.end(), spool.pending_len()), (4, 4, 4));
+        spool.commit(2);
+        assert_eq!(spool.fragment().sha1(), sum_of(b"two\n"));
+        assert_eq!(spool.read(4, 10).concat(), b"two\n");
+        // Rolled back after the roll: the new spool is empty again.
+        spool.write(Bytes::from_static(b"x"));
+        spool.rollback();
+        assert_eq!(spool.end(), 8);
     }
 
     #[test]

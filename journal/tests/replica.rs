@@ -440,3 +440,47 @@ async fn a_failing_store_pushes_back_and_loses_nothing() {
     assert!(all.ends_with(b"after\n"));
     again.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Many journals sharing a budget smaller than their spools together: spools are closed
+/// when memory runs short, so appends keep flowing instead of all waiting on each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_journals_share_a_small_budget() {
+    let store = memory_store();
+    let config = ReplicaConfig::new(64 << 10);
+    let replicas: Vec<Replica> = (0..8)
+        .map(|i| {
+            Replica::start(
+                spec(&format!("acme/many/p{i}"), "1MiB", "NONE"),
+                vec![store.clone()],
+                config.clone(),
+            )
+        })
+        .collect();
+    let block: &'static [u8] = &[b'm'; 4096];
+    let writers = replicas.iter().cloned().map(|replica| {
+        tokio::spawn(async move {
+            for _ in 0..50 {
+                append(&replica, &[block]).await;
+            }
+            replica.write_head()
+        })
+    });
+    let heads = tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(writers))
+        .await
+        .expect("appends keep flowing under memory pressure");
+    for head in heads {
+        assert_eq!(head.expect("writer"), 50 * 4096);
+    }
+    assert!(config.budget.used() <= 64 << 10);
+    for replica in replicas {
+        assert_eq!(
+            read_range(&replica, 0, 50 * 4096).await,
+            vec![b'm'; 50 * 4096]
+        );
+        assert_eq!(
+            replica.shutdown(Duration::from_secs(10)).await,
+            0,
+            "everything persisted"
+        );
+    }
+}
