@@ -132,6 +132,14 @@ impl FragmentIndex {
             .collect()
     }
 
+    /// Removes `fragment` (the same span, sum, store and postfix); returns whether it was
+    /// there. Fragments it covered are not restored: insert them again if they are known.
+    pub fn remove(&mut self, fragment: &Fragment) -> bool {
+        let before = self.fragments.len();
+        self.fragments.retain(|f| !same_file(f, fragment));
+        self.fragments.len() != before
+    }
+
     /// Makes `listed`, a fresh listing of the stores, the truth about persisted fragments.
     ///
     /// Every fragment with a backing store is dropped (one missing from the listing was
@@ -143,6 +151,16 @@ impl FragmentIndex {
             self.insert(fragment);
         }
     }
+}
+
+/// Whether two fragments name the same file.
+pub fn same_file(a: &Fragment, b: &Fragment) -> bool {
+    a.begin == b.begin
+        && a.end == b.end
+        && a.sum == b.sum
+        && a.compression_codec == b.compression_codec
+        && a.backing_store == b.backing_store
+        && a.path_postfix == b.path_postfix
 }
 
 #[cfg(test)]
@@ -170,6 +188,19 @@ mod tests {
 
     fn spans(index: &FragmentIndex) -> Vec<(i64, i64)> {
         index.fragments().iter().map(|f| (f.begin, f.end)).collect()
+    }
+
+    #[test]
+    fn a_removed_fragment_uncovers_what_is_inserted_again() {
+        let mut idx = index([remote(0, 1400), remote(1400, 2100)]);
+        let bogus = remote(0, 2100);
+        idx.insert(bogus.clone());
+        assert_eq!(spans(&idx), [(0, 2100)], "the large one covers both");
+        assert!(idx.remove(&bogus));
+        assert!(!idx.remove(&bogus), "already gone");
+        idx.insert(remote(0, 1400));
+        idx.insert(remote(1400, 2100));
+        assert_eq!(spans(&idx), [(0, 1400), (1400, 2100)]);
     }
 
     fn index(fragments: impl IntoIterator<Item = Fragment>) -> FragmentIndex {

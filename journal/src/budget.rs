@@ -11,6 +11,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{Notify, Semaphore};
 
+/// Smallest spool share: below it fragments get too small to be worth a store PUT, and
+/// memory pressure closes spools instead.
+pub const MIN_SPOOL_SHARE: usize = 4 << 20;
+
 /// A broker-wide budget of content bytes.
 #[derive(Debug, Clone)]
 pub struct MemoryBudget {
@@ -22,6 +26,8 @@ struct Inner {
     permits: Semaphore,
     total: usize,
     used: AtomicUsize,
+    /// Spools holding committed content: the journals sharing the budget right now.
+    open_spools: AtomicUsize,
     /// Woken when a charge has waited: replicas then close their spools so that
     /// persisting can release memory (spools are only released once persisted).
     pressure: Notify,
@@ -43,6 +49,7 @@ impl MemoryBudget {
                 permits: Semaphore::new(total),
                 total,
                 used: AtomicUsize::new(0),
+                open_spools: AtomicUsize::new(0),
                 pressure: Notify::new(),
             }),
         }
@@ -75,6 +82,30 @@ impl MemoryBudget {
             budget: self.clone(),
             bytes: n,
         }
+    }
+
+    /// A spool received its first committed content.
+    pub fn spool_opened(&self) {
+        self.inner.open_spools.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A spool with content was closed.
+    pub fn spool_closed(&self) {
+        let _ = self
+            .inner
+            .open_spools
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    /// The size at which a spool should close so that every open spool fits in half the
+    /// budget, leaving the other half for closed fragments on their way to the store: with
+    /// many busy journals their spools close smaller instead of exhausting memory and
+    /// making every writer wait. Never below [`MIN_SPOOL_SHARE`] (or the whole budget's
+    /// quarter, if smaller), never above a quarter of the budget.
+    pub fn spool_share(&self) -> usize {
+        let open = self.inner.open_spools.load(Ordering::Relaxed).max(1);
+        let quarter = (self.inner.total / 4).max(1);
+        (self.inner.total / (2 * open)).clamp(MIN_SPOOL_SHARE.min(quarter), quarter)
     }
 
     /// Asks every replica to close its spool: memory is short.
@@ -148,5 +179,28 @@ mod tests {
         assert_eq!(budget.used(), 0);
         let big = budget.charge(1000).await;
         assert_eq!(big.bytes(), 100, "oversized charges take the whole budget");
+    }
+
+    #[test]
+    fn spools_share_half_the_budget() {
+        let budget = MemoryBudget::new(1 << 30);
+        assert_eq!(budget.spool_share(), 256 << 20, "one journal: a quarter");
+        for _ in 0..16 {
+            budget.spool_opened();
+        }
+        assert_eq!(budget.spool_share(), 32 << 20, "16 journals share 512 MiB");
+        for _ in 0..10_000 {
+            budget.spool_opened();
+        }
+        assert_eq!(budget.spool_share(), MIN_SPOOL_SHARE);
+        for _ in 0..20_000 {
+            budget.spool_closed();
+        }
+        assert_eq!(
+            budget.spool_share(),
+            256 << 20,
+            "the count never underflows"
+        );
+        assert_eq!(MemoryBudget::new(1 << 20).spool_share(), 256 << 10);
     }
 }

@@ -43,6 +43,16 @@ pub enum Error {
     /// The client ended or broke the append stream before committing.
     #[error("append aborted by the client: {0}")]
     Aborted(String),
+    /// The client sent its content slower than the minimum append rate; the append was
+    /// aborted and rolled back so it stops holding the journal's other writers.
+    #[error(
+        "append aborted: the client sent its content slower than the broker's minimum append rate of {rate} (after {burst:?} of burst credit; see --min-append-rate); no byte of it was appended",
+        burst = rate.burst
+    )]
+    TooSlow {
+        /// The minimum rate.
+        rate: crate::flow::MinAppendRate,
+    },
     /// The replica is shutting down.
     #[error("journal replica is shutting down")]
     ShuttingDown,

@@ -5,7 +5,8 @@
 //! This crate owns:
 //! - the spool ([`spool`]): the open in-memory fragment with its running SHA-1, where
 //!   appends stream tentatively and commit or roll back whole;
-//! - append transactions and registers, offset checks and rate limits ([`replica`]);
+//! - append transactions and registers, offset checks and rate limits ([`replica`]), and
+//!   the minimum rate a client must send an append's content at ([`flow`]);
 //! - the memory budget for content not yet persisted ([`budget`]);
 //! - the persister queue that uploads closed fragments and never drops one ([`persister`]);
 //! - the fragment index of the journal (local fragments plus store listings) and reads
@@ -18,6 +19,7 @@
 
 pub mod budget;
 mod error;
+pub mod flow;
 pub mod persister;
 pub mod pipeline;
 pub mod rate;
@@ -26,6 +28,7 @@ pub mod spool;
 
 pub use budget::MemoryBudget;
 pub use error::{Error, Result};
+pub use flow::MinAppendRate;
 pub use replica::{
     AppendChunk, AppendOutcome, AppendParams, ReadEvent, ReadParams, Replica, ReplicaConfig,
 };

@@ -24,6 +24,14 @@ impl RateLimiter {
         }
     }
 
+    /// Changes the rate (a spec update); keeps the credit when the rate is unchanged.
+    pub fn set_rate(&mut self, bytes_per_second: i64) {
+        let rate = bytes_per_second.max(0) as f64;
+        if rate != self.rate {
+            *self = Self::new(bytes_per_second);
+        }
+    }
+
     /// Waits until `bytes` may be appended.
     pub async fn take(&mut self, bytes: usize) {
         if self.rate <= 0.0 {

@@ -7,15 +7,16 @@
 //! and proposals to peers. Reads never take the append lock: they look up the committed
 //! state under a short-lived mutex and stream without it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use folio_fragment_store::index::Lookup;
+use folio_fragment_store::index::same_file;
 use folio_fragment_store::list::list_fragments;
 use folio_fragment_store::persist::PersistOptions;
-use folio_fragment_store::read::read_fragment;
+use folio_fragment_store::read::{read_fragment, read_whole};
 use folio_fragment_store::sign::signed_url;
 use folio_fragment_store::{FragmentIndex, FragmentStore};
 use folio_protocol::spec::duration_of;
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::budget::{Charge, MemoryBudget};
 use crate::error::{Error, Result};
+use crate::flow::{FlowControl, MinAppendRate};
 use crate::persister::{self, PersistJob, PersistSink};
 use crate::pipeline::Pipeline;
 use crate::rate::RateLimiter;
@@ -34,6 +36,10 @@ use crate::spool::{ClosedFragment, Spool, chunk_starts, read_chunks};
 
 /// Largest content of one read response.
 pub const READ_CHUNK: usize = 128 << 10;
+
+/// Largest persisted fragment a read checks whole before sending, when other listed files
+/// overlap it (larger ones stream as they decode).
+const VERIFY_BEFORE_SENDING: i64 = 64 << 20;
 
 /// Settings shared by every replica of a broker.
 #[derive(Debug, Clone)]
@@ -47,6 +53,8 @@ pub struct ReplicaConfig {
     pub budget_wait: Duration,
     /// Validity of signed URLs handed to readers.
     pub signed_url_ttl: Duration,
+    /// The rate below which an append's client is too slow and its append is aborted.
+    pub min_append_rate: MinAppendRate,
 }
 
 impl ReplicaConfig {
@@ -57,6 +65,7 @@ impl ReplicaConfig {
             persist: PersistOptions::default(),
             budget_wait: Duration::from_secs(10),
             signed_url_ttl: Duration::from_secs(60),
+            min_append_rate: MinAppendRate::default(),
         }
     }
 }
@@ -149,6 +158,9 @@ struct Inner {
     /// Set once the first store listing is done (appends and reads wait for it).
     listed: watch::Sender<bool>,
     store_error: Mutex<Option<String>>,
+    /// Cancelled when shutdown begins: appends in progress abort, new ones are refused.
+    stopping: CancellationToken,
+    /// Cancelled when shutdown ends: background tasks and blocking reads stop.
     cancel: CancellationToken,
     tasks: Mutex<JoinSet<()>>,
 }
@@ -169,6 +181,11 @@ struct State {
     local: BTreeMap<i64, (Fragment, Vec<Bytes>, Vec<i64>)>,
     /// Persisted fragments (store listings and our own uploads).
     index: FragmentIndex,
+    /// Every fragment of the last store listing, covered ones included: where a read
+    /// turns when the file the index chose is corrupt.
+    listing: Vec<Fragment>,
+    /// Files found corrupt (by store and path), kept out of the index.
+    corrupt: HashSet<String>,
     registers: LabelSet,
     /// Charge of the spool's committed content.
     spool_charge: Option<Charge>,
@@ -210,6 +227,8 @@ impl Replica {
                 spool: Spool::new(&name, 0, codec),
                 local: BTreeMap::new(),
                 index: FragmentIndex::new(),
+                listing: Vec::new(),
+                corrupt: HashSet::new(),
                 registers: LabelSet::default(),
                 spool_charge: None,
                 persist_tx: Some(persist_tx),
@@ -217,6 +236,7 @@ impl Replica {
             head: watch::Sender::new(0),
             listed: watch::Sender::new(false),
             store_error: Mutex::new(None),
+            stopping: CancellationToken::new(),
             cancel: CancellationToken::new(),
             tasks: Mutex::new(JoinSet::new()),
         });
@@ -250,10 +270,9 @@ impl Replica {
     }
 
     /// Applies an updated spec (codec, lengths, rate; stores apply at the next start).
-    pub async fn set_spec(&self, spec: JournalSpec) {
-        let rate = spec.max_append_rate;
+    /// It never waits for an append in progress: the next append picks it up.
+    pub fn set_spec(&self, spec: JournalSpec) {
         *lock(&self.inner.spec) = spec;
-        self.inner.append_lock.lock().await.limiter = RateLimiter::new(rate);
     }
 
     /// The committed write head.
@@ -276,6 +295,11 @@ impl Replica {
         }
         all.sort_by_key(|f| (f.begin, f.end));
         all
+    }
+
+    /// The journal's current registers.
+    pub fn registers(&self) -> LabelSet {
+        lock(&self.inner.state).registers.clone()
     }
 
     /// The stores of this replica (the first receives new fragments).
@@ -303,7 +327,10 @@ impl Replica {
 
     /// Runs one append: checks preconditions, streams `chunks` into the spool, and
     /// commits when the stream sends [`AppendChunk::Commit`]. If the stream ends or errs
-    /// first, the append is rolled back and no byte of it becomes readable.
+    /// first, its client is slower than the minimum append rate, or the replica shuts
+    /// down, the append is rolled back and no byte of it becomes readable. The rollback
+    /// also happens when this future is dropped mid-append (the client's deadline passed,
+    /// its stream was reset, or a task panicked): it does not depend on returning.
     pub async fn append<S, E>(&self, params: AppendParams, mut chunks: S) -> Result<AppendOutcome>
     where
         S: Stream<Item = std::result::Result<AppendChunk, E>> + Unpin,
@@ -314,7 +341,14 @@ impl Replica {
             return Err(Error::NotAllowed("appends"));
         }
         self.wait_listed().await?;
-        let mut append = self.inner.append_lock.lock().await;
+        let stopping = &self.inner.stopping;
+        let mut append = tokio::select! {
+            guard = self.inner.append_lock.lock() => guard,
+            () = stopping.cancelled() => return Err(Error::ShuttingDown),
+        };
+        if stopping.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
         let head = self.write_head();
         if params.offset != 0 && params.offset != head {
             return Err(Error::WrongAppendOffset {
@@ -330,25 +364,50 @@ impl Replica {
                 });
             }
         }
+        append.limiter.set_rate(spec.max_append_rate);
         self.maybe_roll(&mut append, &spec).await;
 
+        // Declared after the append lock, so it drops (and rolls back) before the lock
+        // is released: the next append never sees this one's tentative bytes.
+        let mut pending = PendingAppend {
+            replica: self,
+            armed: true,
+        };
         let budget = &self.inner.config.budget;
+        let policy = self.inner.config.min_append_rate;
+        let mut flow = FlowControl::new(policy, tokio::time::Instant::now());
         let mut charge = budget.empty();
         let outcome = loop {
+            let too_slow = async {
+                match flow.deadline() {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
             let item = tokio::select! {
                 item = chunks.next() => item,
-                () = self.inner.cancel.cancelled() => break Err(Error::ShuttingDown),
+                () = too_slow => break Err(Error::TooSlow { rate: policy }),
+                () = stopping.cancelled() => break Err(Error::ShuttingDown),
             };
             match item {
                 Some(Ok(AppendChunk::Content(bytes))) => {
                     if bytes.is_empty() {
                         continue;
                     }
-                    append.limiter.take(bytes.len()).await;
-                    match self.charge(bytes.len()).await {
+                    flow.received(bytes.len(), tokio::time::Instant::now());
+                    let admitted = async {
+                        append.limiter.take(bytes.len()).await;
+                        self.charge(bytes.len()).await
+                    };
+                    let admitted = tokio::select! {
+                        admitted = admitted => admitted,
+                        () = stopping.cancelled() => Err(Error::ShuttingDown),
+                    };
+                    match admitted {
                         Ok(c) => charge.merge(c),
                         Err(err) => break Err(err),
                     }
+                    flow.excuse(tokio::time::Instant::now());
                     lock(&self.inner.state).spool.write(bytes.clone());
                     append.pipeline.forward(&bytes);
                 }
@@ -358,7 +417,10 @@ impl Replica {
             }
         };
         if let Err(err) = outcome {
-            lock(&self.inner.state).spool.rollback();
+            // `pending` rolls the spool back as it drops.
+            if let Error::TooSlow { .. } = err {
+                tracing::warn!(journal = %self.inner.name, rate = %policy, "append aborted: its client sent content below the minimum append rate");
+            }
             return Err(err);
         }
 
@@ -366,11 +428,15 @@ impl Replica {
             let mut state = self.lock_state();
             let appended = state.spool.pending_len() > 0;
             let commit = state.spool.commit(now_unix());
+            pending.armed = false;
             if let Some(union) = &params.union_registers {
                 state.registers = union.union(&state.registers);
             }
             if let (Some(subtract), true) = (&params.subtract_registers, appended) {
                 state.registers = state.registers.subtract(subtract);
+            }
+            if state.spool_charge.is_none() {
+                budget.spool_opened();
             }
             state
                 .spool_charge
@@ -419,12 +485,13 @@ impl Replica {
         }
     }
 
-    /// Closes the spool when it reached the fragment length (or a quarter of the memory
-    /// budget, so closed fragments can always be persisted to make room), when its
-    /// flush-interval segment ended, or when the codec changed.
+    /// Closes the spool when it reached the fragment length (or its share of the memory
+    /// budget, so the spools of every busy journal fit and closed fragments can always be
+    /// persisted to make room), when its flush-interval segment ended, or when the codec
+    /// changed.
     async fn maybe_roll(&self, append: &mut AppendState, spec: &JournalSpec) {
         let length = spec.fragment.as_ref().map_or(i64::MAX, |f| f.length);
-        let limit = length.min((self.inner.config.budget.total() / 4).max(1) as i64);
+        let limit = length.min(self.inner.config.budget.spool_share() as i64);
         let due = {
             let state = self.lock_state();
             let segment_ended = append
@@ -449,10 +516,14 @@ impl Replica {
                     let starts = chunk_starts(closed.fragment.begin, &closed.chunks);
                     let local = (closed.fragment.clone(), closed.chunks.clone(), starts);
                     state.local.insert(closed.fragment.begin, local);
-                    let charge = state
-                        .spool_charge
-                        .take()
-                        .unwrap_or_else(|| self.inner.config.budget.empty());
+                    let budget = &self.inner.config.budget;
+                    let charge = match state.spool_charge.take() {
+                        Some(charge) => {
+                            budget.spool_closed();
+                            charge
+                        }
+                        None => budget.empty(),
+                    };
                     Some((closed, charge, state.persist_tx.clone()))
                 }
             }
@@ -564,7 +635,13 @@ impl Replica {
             .filter(|f| !f.backing_store.is_empty() && f.mod_time >= started - 1)
             .cloned()
             .collect();
-        state.index.replace_remote(listed);
+        let usable = listed
+            .iter()
+            .filter(|f| !state.corrupt.contains(&file_key(f)))
+            .cloned()
+            .collect::<Vec<_>>();
+        state.listing = listed;
+        state.index.replace_remote(usable);
         for fragment in recent {
             state.index.insert(fragment);
         }
@@ -609,6 +686,8 @@ impl Replica {
             params.offset
         };
         let mut announced: Option<(i64, i64)> = None;
+        // The offset at which a corrupt file was set aside, and its error.
+        let mut corrupt_at: Option<(i64, Error)> = None;
         loop {
             if params.end_offset > 0 && offset >= params.end_offset {
                 return Ok(());
@@ -673,21 +752,34 @@ impl Replica {
                         0 => fragment.end,
                         e => e.min(fragment.end),
                     };
-                    let mut reader = read_fragment(&store, &fragment, offset).await?;
-                    while let Some(chunk) = reader.next().await {
-                        let mut chunk = chunk?;
-                        if offset + chunk.len() as i64 > end {
-                            chunk.truncate((end - offset) as usize);
+                    let from = offset;
+                    match self
+                        .stream_stored(&store, &fragment, &mut offset, end, tx)
+                        .await
+                    {
+                        Ok(true) => corrupt_at = None,
+                        Ok(false) => return Ok(()),
+                        Err(err) if is_corrupt(&err) => {
+                            self.set_aside(&fragment, &err);
+                            if offset != from {
+                                // The reader already has bytes of this file: it must not
+                                // take the rest from another as if nothing happened.
+                                return Err(err);
+                            }
+                            // Another listed file may hold the same offsets: look again,
+                            // and answer this error only if none does.
+                            corrupt_at = Some((offset, err));
                         }
-                        if !chunk.is_empty() && !send_content(tx, &mut offset, chunk).await {
-                            return Ok(());
-                        }
-                        if offset >= end {
-                            break;
-                        }
+                        Err(err) => return Err(err),
                     }
                 }
                 Located::Gap { next } => {
+                    if let Some((at, err)) = corrupt_at.take()
+                        && at == offset
+                    {
+                        // The corrupt file was the only one holding these offsets.
+                        return Err(err);
+                    }
                     // Content below the next fragment is gone (pruned) or was never
                     // written: continue at the next fragment, and say so via `offset`.
                     let Some(next) = next else {
@@ -700,6 +792,83 @@ impl Replica {
                     offset = next;
                 }
             }
+        }
+    }
+
+    /// Streams `[offset, end)` of a persisted fragment, advancing `offset`. Returns false
+    /// when the reader went away. When the listing holds other files overlapping this
+    /// one, the fragment is read whole and its SHA-1 checked before any byte is sent, so
+    /// a corrupt file can be passed over for the others without the reader having seen
+    /// any of its bytes.
+    async fn stream_stored(
+        &self,
+        store: &FragmentStore,
+        fragment: &Fragment,
+        offset: &mut i64,
+        end: i64,
+        tx: &mpsc::Sender<Result<ReadEvent>>,
+    ) -> Result<bool> {
+        if self.has_alternative(fragment) && fragment.content_length() <= VERIFY_BEFORE_SENDING {
+            let whole = read_whole(store, fragment).await?;
+            let from = (*offset - fragment.begin) as usize;
+            let to = (end - fragment.begin) as usize;
+            let mut at = from;
+            while at < to {
+                let next = (at + READ_CHUNK).min(to);
+                if !send_content(tx, offset, whole.slice(at..next)).await {
+                    return Ok(false);
+                }
+                at = next;
+            }
+            return Ok(true);
+        }
+        let mut reader = read_fragment(store, fragment, *offset).await?;
+        while let Some(chunk) = reader.next().await {
+            let mut chunk = chunk?;
+            if *offset + chunk.len() as i64 > end {
+                chunk.truncate((end - *offset) as usize);
+            }
+            if !chunk.is_empty() && !send_content(tx, offset, chunk).await {
+                return Ok(false);
+            }
+            // Reading on to the fragment's end yields the reader's final length and SHA-1
+            // verdict, so stop early only when the read ends inside the fragment.
+            if *offset >= end && end < fragment.end {
+                break;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether the last listing holds another usable file overlapping `fragment`.
+    fn has_alternative(&self, fragment: &Fragment) -> bool {
+        let state = self.lock_state();
+        state.listing.iter().any(|f| {
+            f.begin < fragment.end
+                && fragment.begin < f.end
+                && !same_file(f, fragment)
+                && !state.corrupt.contains(&file_key(f))
+        })
+    }
+
+    /// Takes a corrupt file out of the index (for good: later listings skip it too) and
+    /// puts back the listed files it covered. The file is logged once.
+    fn set_aside(&self, fragment: &Fragment, err: &Error) {
+        let mut state = self.lock_state();
+        if state.corrupt.insert(file_key(fragment)) {
+            tracing::error!(journal = %self.inner.name, file = %file_key(fragment), %err,
+                "fragment file is corrupt; reading the journal from other files from now on");
+        }
+        state.index.remove(fragment);
+        let covered: Vec<Fragment> = state
+            .listing
+            .iter()
+            .filter(|f| f.begin < fragment.end && fragment.begin < f.end)
+            .filter(|f| !state.corrupt.contains(&file_key(f)))
+            .cloned()
+            .collect();
+        for f in covered {
+            state.index.insert(f);
         }
     }
 
@@ -751,6 +920,9 @@ impl Replica {
     /// fragment to be persisted. Returns the bytes still unpersisted (0 when all made it).
     pub async fn shutdown(&self, grace: Duration) -> usize {
         let spec = self.spec();
+        // An append in progress aborts (and rolls back) however its client behaves, so
+        // the append lock is free within moments.
+        self.inner.stopping.cancel();
         {
             // Holding the append lock: no append is in progress, and none starts.
             let _append = self.inner.append_lock.lock().await;
@@ -777,6 +949,24 @@ impl Replica {
     }
 }
 
+/// Whether a store error means the file itself is bad (not the store unreachable).
+fn is_corrupt(err: &Error) -> bool {
+    use folio_fragment_store::Error as E;
+    matches!(
+        err,
+        Error::Store(E::Corrupt { .. } | E::ChecksumMismatch { .. })
+    )
+}
+
+/// A fragment file's identity across stores: its store and path.
+fn file_key(fragment: &Fragment) -> String {
+    format!(
+        "{}{}",
+        fragment.backing_store,
+        folio_fragment_store::format_fragment_path(fragment)
+    )
+}
+
 /// Sends content at `offset` and advances it; false when the reader went away.
 async fn send_content(
     tx: &mpsc::Sender<Result<ReadEvent>>,
@@ -793,6 +983,24 @@ async fn send_content(
         .is_ok();
     *offset += len;
     sent
+}
+
+/// Rolls back the spool's tentative bytes unless disarmed at commit: the rollback of an
+/// append that did not commit, however its future ended.
+struct PendingAppend<'a> {
+    replica: &'a Replica,
+    armed: bool,
+}
+
+impl Drop for PendingAppend<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let dropped = self.replica.lock_state().spool.rollback();
+            if dropped > 0 {
+                tracing::debug!(journal = %self.replica.inner.name, bytes = dropped, "append rolled back");
+            }
+        }
+    }
 }
 
 enum Located {

@@ -162,7 +162,7 @@ impl Broker {
             }
         }
         for (replica, spec) in to_update {
-            replica.set_spec(spec).await;
+            replica.set_spec(spec);
         }
         for replica in to_stop {
             lock(&self.replicas).remove(replica.name());
@@ -210,11 +210,9 @@ impl Broker {
     pub(crate) async fn shutdown(&self, grace: Duration) -> usize {
         self.exiting.store(true, Ordering::SeqCst);
         let replicas: Vec<Replica> = lock(&self.replicas).drain().map(|(_, r)| r).collect();
-        let mut left = 0;
-        for replica in replicas {
-            left += replica.shutdown(grace).await;
-        }
-        left
+        // All at once: the grace bounds the whole shutdown, not each journal's.
+        let stopping = replicas.iter().map(|replica| replica.shutdown(grace));
+        futures::future::join_all(stopping).await.into_iter().sum()
     }
 
     /// Sum of memory held by replicas' spools and unpersisted fragments.

@@ -23,5 +23,6 @@ mod service;
 mod status;
 
 pub use broker::Broker;
+pub use folio_journal::MinAppendRate;
 pub use serve::{BrokerConfig, ServeError, serve};
 pub use service::JournalService;

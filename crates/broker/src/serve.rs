@@ -9,7 +9,7 @@ use folio_coordination::keys::Layout;
 use folio_coordination::keyspace::KeySpace;
 use folio_coordination::{KeySpaceView, ViewOptions};
 use folio_coordination::{MemberStatus, announce};
-use folio_journal::ReplicaConfig;
+use folio_journal::{MinAppendRate, ReplicaConfig};
 use folio_protocol::journal_server::JournalServer;
 use folio_protocol::process_spec::Id;
 use folio_protocol::{BrokerSpec, ProcessSpec};
@@ -19,6 +19,9 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::broker::Broker;
 use crate::service::JournalService;
+
+/// Least time open RPCs get to finish after the spools are persisted at shutdown.
+const DRAIN_MIN: Duration = Duration::from_secs(2);
 
 /// How a broker runs. Every field has a default suited to one broker on one machine.
 #[derive(Debug, Clone)]
@@ -44,6 +47,8 @@ pub struct BrokerConfig {
     pub max_message_size: usize,
     /// How long an append waits for memory while the store is failing.
     pub budget_wait: Duration,
+    /// Appends whose clients send content slower than this are aborted and rolled back.
+    pub min_append_rate: MinAppendRate,
 }
 
 impl Default for BrokerConfig {
@@ -59,6 +64,7 @@ impl Default for BrokerConfig {
             shutdown_grace: Duration::from_secs(60),
             max_message_size: 4 << 20,
             budget_wait: Duration::from_secs(10),
+            min_append_rate: MinAppendRate::default(),
         }
     }
 }
@@ -124,6 +130,7 @@ pub async fn serve(
 
     let mut replica_config = ReplicaConfig::new(config.memory_budget);
     replica_config.budget_wait = config.budget_wait;
+    replica_config.min_append_rate = config.min_append_rate;
     let broker = Arc::new(Broker::new(
         id,
         endpoint.clone(),
@@ -156,6 +163,7 @@ pub async fn serve(
     let grace = config.shutdown_grace;
     let (left_tx, left_rx) = tokio::sync::oneshot::channel();
     let (lost_tx, lost_rx) = tokio::sync::oneshot::channel();
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<tokio::time::Instant>();
     let stop = async move {
         // A member whose lease is lost no longer owns its assignments: stop, as on SIGTERM.
         let lost = async {
@@ -175,10 +183,22 @@ pub async fn serve(
         health_reporter
             .set_not_serving::<JournalServer<JournalService>>()
             .await;
+        let started = tokio::time::Instant::now();
         let left = draining.shutdown(grace).await;
         let _ = left_tx.send(left);
+        let _ = stopped_tx.send(started + grace);
     };
-    tonic::transport::Server::builder()
+    // Once the spools are persisted, RPCs get what remains of the grace (at least
+    // DRAIN_MIN) to finish; a client that holds a stream open past it is cut off, so
+    // shutdown ends within its grace however clients behave.
+    let cut_off = async move {
+        let Ok(deadline) = stopped_rx.await else {
+            return std::future::pending().await;
+        };
+        let deadline = deadline.max(tokio::time::Instant::now() + DRAIN_MIN);
+        tokio::time::sleep_until(deadline).await;
+    };
+    let server = tonic::transport::Server::builder()
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(16 << 20)
         .add_service(health_service)
@@ -187,8 +207,11 @@ pub async fn serve(
         // Our own listener: nodelay must be set on its incoming stream (the builder's
         // `tcp_nodelay` applies only to listeners tonic binds itself). Without it, small
         // responses wait for Nagle's algorithm: ~40 ms stalls on acks and reads.
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stop)
-        .await?;
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stop);
+    tokio::select! {
+        served = server => served?,
+        () = cut_off => tracing::warn!("RPCs still open after the shutdown grace; closing their connections"),
+    }
 
     cancel.cancel();
     let _ = resolver.await;

@@ -31,6 +31,8 @@ pub fn journal_outcome(err: JournalError) -> Outcome {
         JournalError::StoreUnhealthy(_) => journal(Status::FragmentStoreUnhealthy),
         JournalError::OffsetNotYetAvailable { .. } => journal(Status::OffsetNotYetAvailable),
         JournalError::Aborted(_) => Outcome::Rpc(tonic::Status::cancelled(detail)),
+        // The append was policed, not the client's own deadline: say so, and which rate.
+        JournalError::TooSlow { .. } => Outcome::Rpc(tonic::Status::aborted(detail)),
         JournalError::ShuttingDown => Outcome::Rpc(tonic::Status::unavailable(detail)),
         JournalError::Store(store) => Outcome::Rpc(store_status(&store)),
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use folio_broker::{BrokerConfig, serve};
+use folio_broker::{BrokerConfig, MinAppendRate, serve};
 use folio_coordination::{EtcdKeySpace, KeySpace, MemoryKeySpace};
 
 /// Flags of `folio serve`.
@@ -56,12 +56,30 @@ pub struct ServeArgs {
     /// Largest gRPC message accepted, e.g. 4MiB.
     #[arg(long, default_value = "4MiB", env = "FOLIO_MAX_MESSAGE_SIZE")]
     pub max_message_size: String,
+    /// Minimum rate, per second, at which an append's client must send its content, e.g.
+    /// 64KiB; a slower append is aborted and rolled back so it cannot hold the journal's
+    /// other writers. 0 disables the policing.
+    #[arg(long, default_value = "64KiB", env = "FOLIO_MIN_APPEND_RATE")]
+    pub min_append_rate: String,
+    /// Credit an append starts with before the minimum rate is enforced, as time at that
+    /// rate.
+    #[arg(long, default_value = "1s", env = "FOLIO_MIN_APPEND_BURST", value_parser = humantime::parse_duration)]
+    pub min_append_burst: Duration,
 }
 
 /// Runs the broker until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs) -> Result<()> {
     let budget = byte_size("--memory-budget", &args.memory_budget)?;
     let max_message = byte_size("--max-message-size", &args.max_message_size)?;
+    let min_append_rate = MinAppendRate {
+        bytes_per_second: rate("--min-append-rate", &args.min_append_rate)?,
+        burst: args.min_append_burst,
+    };
+    if min_append_rate.bytes_per_second > 0 && min_append_rate.burst.is_zero() {
+        bail!(
+            "--min-append-burst: 0s leaves an append no time to send its first chunk; use at least 100ms"
+        );
+    }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
     let data_dir = args
@@ -103,6 +121,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         shutdown_grace: args.shutdown_grace,
         max_message_size: max_message,
         budget_wait: args.budget_wait,
+        min_append_rate,
     };
     let mode = if args.etcd.is_empty() {
         format!("embedded keyspace in {}", data_dir.display())
@@ -121,6 +140,17 @@ fn byte_size(flag: &str, text: &str) -> Result<usize> {
     match folio_protocol::spec_doc::parse_byte_size(text) {
         Some(n) if n > 0 => Ok(n as usize),
         _ => bail!("{flag}: {text:?} is not a size such as 512MiB or 2GiB"),
+    }
+}
+
+/// A rate in bytes per second, written as a size (`64KiB`, per second); 0 is allowed.
+fn rate(flag: &str, text: &str) -> Result<u64> {
+    match text.trim() {
+        "0" => Ok(0),
+        _ => match folio_protocol::spec_doc::parse_byte_size(text) {
+            Some(n) if n > 0 => Ok(n as u64),
+            _ => bail!("{flag}: {text:?} is not a rate such as 64KiB (bytes per second) or 0"),
+        },
     }
 }
 
