@@ -20,8 +20,9 @@
 //!
 //! The postfix is everything between `{journal}/` and the last `/`. A journal whose name
 //! extends another's (`a/b` and `a/b/c`) shares its listing prefix, so `a/b/c`'s files read
-//! as `a/b` files with postfix `c`; this is Gazette's layout too, and callers that mix such
-//! journals in one store must tell them apart by their postfix templates.
+//! as `a/b` files with postfix `c`; this is Gazette's layout too. Listing tells them apart:
+//! a file is `a/b`'s only when its postfix is a rendering of `a/b`'s postfix template
+//! ([`crate::list::list_fragments`], docs/fragment-ownership.md).
 
 use folio_protocol::{CompressionCodec, Fragment, Sha1Sum};
 

@@ -1,6 +1,13 @@
 //! Listing a journal's fragment files in a store.
+//!
+//! A journal's files live under `{store}{journal}/`, but so do the files of every journal
+//! whose name extends it (`x/part-000/sub` is under `x/part-000/`). A file belongs to
+//! exactly one journal: to `journal` only when the path between `{journal}/` and its file
+//! name is a possible rendering of `journal`'s path-postfix template (the empty path when
+//! it has none). Other files are another journal's and are skipped
+//! (docs/fragment-ownership.md).
 
-use folio_protocol::Fragment;
+use folio_protocol::{Fragment, PathPostfixTemplate};
 use futures::TryStreamExt;
 use object_store::path::Path;
 
@@ -9,9 +16,16 @@ use crate::store::FragmentStore;
 use crate::{Error, Result};
 
 /// Every fragment file of `journal` in `store` (all pages of the listing), with
-/// `backing_store` and `mod_time` set, in offset order. Objects under the journal's
-/// prefix that are not fragment files are skipped with a warning, never an error.
-pub async fn list_fragments(store: &FragmentStore, journal: &str) -> Result<Vec<Fragment>> {
+/// `backing_store` and `mod_time` set, in offset order. `template` is the journal's
+/// `fragment.path_postfix_template`: only files whose postfix it could have rendered are
+/// the journal's, and the others (a nested journal's) are skipped with a debug log.
+/// Objects at the journal's own postfixes that are not fragment files are skipped with a
+/// warning, never an error.
+pub async fn list_fragments(
+    store: &FragmentStore,
+    journal: &str,
+    template: &PathPostfixTemplate,
+) -> Result<Vec<Fragment>> {
     folio_protocol::validate_journal_name(journal).map_err(|e| Error::InvalidFragment {
         fragment: journal.to_owned(),
         reason: e.to_string(),
@@ -27,6 +41,18 @@ pub async fn list_fragments(store: &FragmentStore, journal: &str) -> Result<Vec<
         let Some(relative) = store.relative(&meta.location) else {
             continue;
         };
+        if let Some(postfix) = postfix_of(journal, relative)
+            && !template.matches(postfix)
+        {
+            tracing::debug!(
+                store = store.url(),
+                journal,
+                object = relative,
+                postfix,
+                "skipping another journal's object (its path is not a rendering of this journal's postfix template)"
+            );
+            continue;
+        }
         match parse_fragment_path(journal, relative) {
             Ok(mut fragment) => {
                 fragment.backing_store = store.url().to_owned();
@@ -40,4 +66,28 @@ pub async fn list_fragments(store: &FragmentStore, journal: &str) -> Result<Vec<
     }
     out.sort_by_key(|f| (f.begin, f.end));
     Ok(out)
+}
+
+/// The path between `{journal}/` and the file name of the store-relative `path` (empty
+/// for a file directly under the journal), or `None` when `path` is not under
+/// `{journal}/` at all.
+fn postfix_of<'a>(journal: &str, path: &'a str) -> Option<&'a str> {
+    let rest = path.strip_prefix(journal)?.strip_prefix('/')?;
+    Some(rest.rfind('/').map_or("", |at| &rest[..at]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postfixes_are_the_path_between_journal_and_file() {
+        assert_eq!(postfix_of("x/p", "x/p/0-0-0.raw"), Some(""));
+        assert_eq!(postfix_of("x/p", "x/p/sub/0-0-0.raw"), Some("sub"));
+        assert_eq!(
+            postfix_of("x/p", "x/p/date=2026-01-01/hour=05/f"),
+            Some("date=2026-01-01/hour=05")
+        );
+        assert_eq!(postfix_of("x/p", "x/pq/f"), None);
+    }
 }

@@ -12,7 +12,7 @@ use folio_fragment_store::read::{read_fragment, read_raw, read_whole};
 use folio_fragment_store::sign::signed_url;
 use folio_fragment_store::store::StoreKind;
 use folio_fragment_store::{Error, FragmentIndex, FragmentStore, format_fragment_path};
-use folio_protocol::{CompressionCodec, Fragment, Sha1Sum};
+use folio_protocol::{CompressionCodec, Fragment, PathPostfixTemplate, Sha1Sum};
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -69,6 +69,11 @@ fn chunks(data: &Bytes) -> Vec<Bytes> {
     data.chunks(100_000).map(|c| data.slice_ref(c)).collect()
 }
 
+/// The template of a journal with no `fragment.path_postfix_template`.
+fn untemplated() -> PathPostfixTemplate {
+    PathPostfixTemplate::default()
+}
+
 fn journal(tag: &str) -> String {
     format!("cf/{}/{tag}", folio_tests::unique_name("j"))
 }
@@ -91,7 +96,9 @@ async fn persist_list_read_each_codec(store: &FragmentStore) {
         );
         begin = f.end;
     }
-    let listed = list_fragments(store, &j).await.expect("list");
+    let listed = list_fragments(store, &j, &untemplated())
+        .await
+        .expect("list");
     assert_eq!(listed.len(), CODECS.len());
     for (f, codec) in listed.iter().zip(CODECS) {
         assert_eq!(f.codec(), codec);
@@ -118,7 +125,13 @@ async fn persist_is_create_only_and_idempotent(store: &FragmentStore) {
     persist(store, &f, &chunks(&data), &PersistOptions::default())
         .await
         .expect("again is success");
-    assert_eq!(list_fragments(store, &j).await.expect("list").len(), 1);
+    assert_eq!(
+        list_fragments(store, &j, &untemplated())
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
 }
 
 async fn large_fragments_upload_in_parts(store: &FragmentStore) {
@@ -245,7 +258,7 @@ async fn stray_objects_are_skipped(store: &FragmentStore) {
             .await
             .expect("put stray");
     }
-    let listed = list_fragments(store, &j)
+    let listed = list_fragments(store, &j, &untemplated())
         .await
         .expect("list survives strays");
     assert_eq!(listed.len(), 1);
@@ -264,7 +277,9 @@ async fn listings_span_pages(store: &FragmentStore) {
     });
     let results: Vec<_> = puts.buffer_unordered(16).collect().await;
     assert!(results.iter().all(Result::is_ok));
-    let listed = list_fragments(store, &j).await.expect("list");
+    let listed = list_fragments(store, &j, &untemplated())
+        .await
+        .expect("list");
     assert_eq!(listed.len() as i64, count);
     assert_eq!(listed.last().map(|f| f.end), Some(count * 2));
 }
@@ -279,9 +294,16 @@ async fn path_postfix_partitions(store: &FragmentStore) {
     persist(store, &f, &chunks(&data), &PersistOptions::default())
         .await
         .expect("persist");
-    let listed = list_fragments(store, &j).await.expect("list");
+    let listed = list_fragments(store, &j, &template).await.expect("list");
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].path_postfix, "date=2026-11-28/hour=05");
+    assert!(
+        list_fragments(store, &j, &untemplated())
+            .await
+            .expect("list")
+            .is_empty(),
+        "without its template the journal's postfixed files are not its own"
+    );
     assert_eq!(read_whole(store, &listed[0]).await.expect("read"), data);
 }
 
@@ -300,31 +322,147 @@ async fn prune_deletes_old_fragments(store: &FragmentStore) {
         .as_secs() as i64;
     let hour = Duration::from_secs(3600);
     assert!(
-        prune(store, &j, hour, now, false)
+        prune(store, &j, &untemplated(), hour, now, false)
             .await
             .expect("nothing old")
             .is_empty()
     );
     assert!(
-        prune(store, &j, Duration::ZERO, now + 10 * 3600, false)
-            .await
-            .expect("forever")
-            .is_empty()
+        prune(
+            store,
+            &j,
+            &untemplated(),
+            Duration::ZERO,
+            now + 10 * 3600,
+            false
+        )
+        .await
+        .expect("forever")
+        .is_empty()
     );
-    let would = prune(store, &j, hour, now + 2 * 3600, true)
+    let would = prune(store, &j, &untemplated(), hour, now + 2 * 3600, true)
         .await
         .expect("dry run");
     assert_eq!(would.len(), 3);
     assert_eq!(
-        list_fragments(store, &j).await.expect("list").len(),
+        list_fragments(store, &j, &untemplated())
+            .await
+            .expect("list")
+            .len(),
         3,
         "dry run deletes nothing"
     );
-    let deleted = prune(store, &j, hour, now + 2 * 3600, false)
+    let deleted = prune(store, &j, &untemplated(), hour, now + 2 * 3600, false)
         .await
         .expect("prune");
     assert_eq!(deleted.len(), 3);
-    assert!(list_fragments(store, &j).await.expect("list").is_empty());
+    assert!(
+        list_fragments(store, &j, &untemplated())
+            .await
+            .expect("list")
+            .is_empty()
+    );
+}
+
+/// Persists `data` at `begin` as a fragment of `journal` under `postfix`.
+async fn persisted_at(
+    store: &FragmentStore,
+    journal: &str,
+    postfix: &str,
+    begin: i64,
+    data: &Bytes,
+) -> Fragment {
+    let mut f = fragment(journal, begin, data, CompressionCodec::Zstandard);
+    f.path_postfix = postfix.to_owned();
+    persist(store, &f, &chunks(data), &PersistOptions::default())
+        .await
+        .expect("persist")
+}
+
+/// A journal nested under another's name (`x/part-000/sub` under `x/part-000`) shares its
+/// listing prefix; each journal's listing, index, reads and prune hold only its own
+/// files, with no template and with the parent partitioned by `date={date}`.
+async fn nested_journals_keep_their_files(store: &FragmentStore) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    for (case, parent_template, parent_postfix) in [
+        ("flat", "", ""),
+        ("dated", "date={date}", "date=2026-01-05"),
+    ] {
+        let parent = format!("{}/part-000", journal(case));
+        let child = format!("{parent}/sub");
+        let parent_template = PathPostfixTemplate::parse(parent_template).expect("template");
+        let child_dated = PathPostfixTemplate::parse("date={date}").expect("template");
+        let (mine, theirs) = (content(3_000, 31), content(5_000, 32));
+        let own = persisted_at(store, &parent, parent_postfix, 0, &mine).await;
+        // The child at the parent's offsets, un-postfixed and with a `date=` postfix of
+        // its own: nothing in the parent may take either for its own.
+        persisted_at(store, &child, "", 0, &theirs).await;
+        persisted_at(store, &child, "date=2026-01-05", 5_000, &theirs).await;
+
+        let listed = list_fragments(store, &parent, &parent_template)
+            .await
+            .expect("list parent");
+        assert_eq!(
+            listed.len(),
+            1,
+            "{case}: only the parent's file: {listed:?}"
+        );
+        assert_eq!((listed[0].begin, listed[0].end), (own.begin, own.end));
+        assert_eq!(listed[0].path_postfix, parent_postfix);
+        let mut index = FragmentIndex::new();
+        index.replace_remote(listed.clone());
+        assert_eq!(index.fragments().len(), 1, "{case}: the parent's index");
+        assert_eq!(index.end_offset(), mine.len() as i64);
+        assert_eq!(
+            read_whole(store, &listed[0]).await.expect("read"),
+            mine,
+            "{case}: the parent reads its own bytes"
+        );
+
+        let child_flat = list_fragments(store, &child, &untemplated())
+            .await
+            .expect("list child");
+        assert_eq!(child_flat.len(), 1, "{case}: the child's un-postfixed file");
+        let child_listed = list_fragments(store, &child, &child_dated)
+            .await
+            .expect("list child");
+        assert_eq!(child_listed.len(), 1, "{case}: the child's dated file");
+
+        // Pruning the parent with everything expired deletes its file, and only its file.
+        let hour = Duration::from_secs(3600);
+        let deleted = prune(
+            store,
+            &parent,
+            &parent_template,
+            hour,
+            now + 2 * 3600,
+            false,
+        )
+        .await
+        .expect("prune parent");
+        assert_eq!(deleted.len(), 1, "{case}: {deleted:?}");
+        assert!(
+            list_fragments(store, &parent, &parent_template)
+                .await
+                .expect("list")
+                .is_empty()
+        );
+        let survived = list_fragments(store, &child, &untemplated())
+            .await
+            .expect("list child");
+        assert_eq!(survived.len(), 1, "{case}: the child's files survive");
+        assert_eq!(read_whole(store, &survived[0]).await.expect("read"), theirs);
+        assert_eq!(
+            list_fragments(store, &child, &child_dated)
+                .await
+                .expect("list child")
+                .len(),
+            1
+        );
+    }
 }
 
 async fn health_probe_passes(store: &FragmentStore) {
@@ -384,6 +522,7 @@ async fn run_all(store: &FragmentStore) {
     listings_span_pages(store).await;
     path_postfix_partitions(store).await;
     prune_deletes_old_fragments(store).await;
+    nested_journals_keep_their_files(store).await;
     health_probe_passes(store).await;
     signed_urls_fetch_the_file(store).await;
 }

@@ -43,9 +43,9 @@ impl MinAppendRate {
 impl std::fmt::Display for MinAppendRate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let rate = self.bytes_per_second;
-        if rate >= 1 << 20 && rate % (1 << 20) == 0 {
+        if rate >= 1 << 20 && rate.is_multiple_of(1 << 20) {
             write!(f, "{} MiB/s", rate >> 20)
-        } else if rate >= 1 << 10 && rate % (1 << 10) == 0 {
+        } else if rate >= 1 << 10 && rate.is_multiple_of(1 << 10) {
             write!(f, "{} KiB/s", rate >> 10)
         } else {
             write!(f, "{rate} B/s")

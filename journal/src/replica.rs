@@ -589,7 +589,13 @@ impl Replica {
             let mut listed = Vec::new();
             let mut failure = None;
             for store in &self.inner.stores {
-                match list_fragments(store, &self.inner.name).await {
+                match list_fragments(
+                    store,
+                    &self.inner.name,
+                    &self.spec().path_postfix().unwrap_or_default(),
+                )
+                .await
+                {
                     Ok(fragments) => listed.extend(fragments),
                     Err(err) => failure = Some(err.to_string()),
                 }

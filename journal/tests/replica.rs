@@ -226,7 +226,9 @@ async fn fragments_persist_and_survive_a_restart() {
         0,
         "everything persisted"
     );
-    let listed = list_fragments(&store, "acme/b/p0").await.expect("list");
+    let listed = list_fragments(&store, "acme/b/p0", &Default::default())
+        .await
+        .expect("list");
     assert!(
         listed.len() >= 6,
         "rolled at 1 KiB: {} fragments",
@@ -425,7 +427,9 @@ async fn a_failing_store_pushes_back_and_loses_nothing() {
         0,
         "everything persisted after recovery"
     );
-    let listed = list_fragments(&base, "acme/d/p0").await.expect("list");
+    let listed = list_fragments(&base, "acme/d/p0", &Default::default())
+        .await
+        .expect("list");
     assert_eq!(listed.first().map(|f| f.begin), Some(0));
     assert!(listed.windows(2).all(|w| w[0].end == w[1].begin), "no gaps");
     assert_eq!(listed.last().map(|f| f.end), Some(acknowledged + 6));

@@ -187,7 +187,11 @@ fn verify_appends(journal: &[u8], appends: &BTreeMap<i64, (i64, Bytes)>) {
 
 /// Reads a journal straight from the bucket, with no broker.
 async fn read_bucket(store: &FragmentStore, journal: &str) -> Vec<u8> {
-    let fragments = list_fragments(store, journal).await.expect("list bucket");
+    // The journals read here have no path-postfix template.
+    let template = folio_protocol::PathPostfixTemplate::default();
+    let fragments = list_fragments(store, journal, &template)
+        .await
+        .expect("list bucket");
     let mut out = Vec::new();
     for fragment in fragments {
         assert_eq!(

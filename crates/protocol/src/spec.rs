@@ -89,6 +89,16 @@ impl JournalSpec {
             Ok(journal_spec::Flag::ORdonly)
         )
     }
+
+    /// The parsed `fragment.path_postfix_template` (empty when there is no fragment
+    /// spec), which says which files under `{store}{name}/` are this journal's.
+    pub fn path_postfix(&self) -> Result<PathPostfixTemplate, ValidationError> {
+        let text = self
+            .fragment
+            .as_ref()
+            .map_or("", |f| f.path_postfix_template.as_str());
+        PathPostfixTemplate::parse(text).map_err(|err| err.within("path_postfix_template"))
+    }
 }
 
 impl journal_spec::Fragment {
@@ -245,14 +255,36 @@ pub fn duration_of(
     let Some(d) = value else {
         return Ok(Duration::ZERO);
     };
-    if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
+    // Protobuf's rule: |nanos| < 1s, with the sign of seconds.
+    let well_formed = d.nanos.unsigned_abs() < 1_000_000_000
+        && !(d.seconds > 0 && d.nanos < 0)
+        && !(d.seconds < 0 && d.nanos > 0);
+    if !well_formed {
         return Err(ValidationError::new(format!(
-            "{}s{}ns is not a valid non-negative duration",
+            "{{seconds: {}, nanos: {}}} is not a duration (expected |nanos| < 1000000000, with the sign of seconds)",
             d.seconds, d.nanos
         ))
         .within(field));
     }
+    if d.seconds < 0 || d.nanos < 0 {
+        return Err(ValidationError::new(format!(
+            "{} is negative (expected a duration >= 0)",
+            format_proto_duration(d)
+        ))
+        .within(field));
+    }
     Ok(Duration::new(d.seconds as u64, d.nanos as u32))
+}
+
+/// A well-formed protobuf duration as text with its sign: `-5s`, `1m 30s`, `-250ms`.
+pub fn format_proto_duration(d: &prost_types::Duration) -> String {
+    let magnitude = Duration::new(d.seconds.unsigned_abs(), d.nanos.unsigned_abs());
+    let sign = if d.seconds < 0 || d.nanos < 0 {
+        "-"
+    } else {
+        ""
+    };
+    format!("{sign}{}", humantime::format_duration(magnitude))
 }
 
 /// Converts to a protobuf duration.
@@ -412,7 +444,7 @@ mod tests {
                     })
                 },
                 "fragment.retention",
-                "not a valid",
+                "-1s is negative (expected a duration >= 0)",
             ),
             (
                 |s| s.fragment.as_mut().expect("f").path_postfix_template = "{nope}".into(),
@@ -436,6 +468,76 @@ mod tests {
             );
             assert!(err.to_string().contains(why), "want {why:?} in {err}");
         }
+    }
+
+    #[test]
+    fn duration_errors_name_field_and_value_once() {
+        let at = |seconds, nanos| {
+            duration_of(
+                Some(&prost_types::Duration { seconds, nanos }),
+                "signatureTTL",
+            )
+            .expect_err("invalid")
+            .to_string()
+        };
+        assert_eq!(
+            at(-5, 0),
+            "signatureTTL: -5s is negative (expected a duration >= 0)"
+        );
+        assert_eq!(
+            at(-1, -500_000_000),
+            "signatureTTL: -1s 500ms is negative (expected a duration >= 0)"
+        );
+        assert_eq!(
+            at(0, -250_000_000),
+            "signatureTTL: -250ms is negative (expected a duration >= 0)"
+        );
+        for (seconds, nanos) in [(1, 2_000_000_000), (1, -1), (-1, 1)] {
+            let err = at(seconds, nanos);
+            assert!(
+                err.starts_with(&format!(
+                    "signatureTTL: {{seconds: {seconds}, nanos: {nanos}}} is not a duration"
+                )),
+                "{err}"
+            );
+        }
+        let ok = prost_types::Duration {
+            seconds: 90,
+            nanos: 5,
+        };
+        assert_eq!(
+            duration_of(Some(&ok), "x").expect("valid"),
+            Duration::new(90, 5)
+        );
+        assert_eq!(format_proto_duration(&ok), "1m 30s 5ns");
+        assert_eq!(
+            format_proto_duration(&prost_types::Duration::default()),
+            "0s"
+        );
+    }
+
+    #[test]
+    fn gazette_path_postfix_templates_validate() {
+        let mut spec = valid_spec();
+        let gazette = r#"date={{ .Spool.FirstAppendTime.Format "2006-01-02" }}/hour={{ .Spool.FirstAppendTime.Format "15" }}"#;
+        spec.fragment.as_mut().expect("f").path_postfix_template = gazette.into();
+        spec.validate()
+            .expect("Gazette's documented template is valid");
+        let template = spec.path_postfix().expect("parses");
+        assert_eq!(template.render(1_795_843_800), "date=2026-11-28/hour=05");
+        assert_eq!(template.to_string(), gazette);
+
+        spec.fragment.as_mut().expect("f").path_postfix_template = "date={{ .Spool.Begin }}".into();
+        let err = spec.validate().expect_err("another field").to_string();
+        assert!(
+            err.starts_with(
+                "fragment.path_postfix_template: unsupported action `{{ .Spool.Begin }}`"
+            ),
+            "{err}"
+        );
+        assert!(spec.path_postfix().is_err());
+        spec.fragment = None;
+        assert!(spec.path_postfix().expect("none").is_empty());
     }
 
     #[test]

@@ -326,10 +326,11 @@ impl SpecsDocument {
     }
 }
 
-/// Parses a byte size: a number of bytes, or a number with a unit `KiB`, `MiB` or `GiB`
-/// (`1048576`, `64KiB`, `512MiB`, `1GiB`).
+/// Parses a byte size: a number of bytes, or a number with a unit `KiB`, `MiB`, `GiB` or
+/// `TiB` (`1048576`, `64KiB`, `512MiB`, `1GiB`, `1TiB`). `None` when it is not a size or
+/// exceeds `i64::MAX` bytes.
 pub fn parse_byte_size(text: &str) -> Option<i64> {
-    byte_size::parse(text)
+    byte_size::parse(text).ok()
 }
 
 /// Durations as text: `250ms`, `10m`, `1h 30m`.
@@ -355,46 +356,79 @@ mod duration_text {
     }
 }
 
-/// Byte sizes as a number, or text with a unit: `1024`, `64KiB`, `512MiB`, `1GiB`.
+/// Byte sizes as a number, or text with a unit: `1024`, `64KiB`, `512MiB`, `1GiB`, `1TiB`.
+///
+/// Read with a visitor rather than an untagged enum, so that an error is raised while the
+/// `length` value itself is being read and points at `fragment.length`, not `fragment`.
 mod byte_size {
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+    use std::fmt;
 
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Size {
-        Bytes(i64),
-        Text(String),
-    }
+    use serde::de::{Error, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    const EXPECTED: &str = "a size such as 1048576, 64KiB, 512MiB, 1GiB or 1TiB";
 
     pub(super) fn serialize<S: Serializer>(n: &i64, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_i64(*n)
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-        match Size::deserialize(d)? {
-            Size::Bytes(n) => Ok(n),
-            Size::Text(text) => parse(&text).ok_or_else(|| {
-                D::Error::custom(format!(
-                    "{text:?} is not a size such as 1048576, 64KiB, 512MiB or 1GiB"
-                ))
-            }),
+        d.deserialize_any(SizeVisitor)
+    }
+
+    struct SizeVisitor;
+
+    impl Visitor<'_> for SizeVisitor {
+        type Value = i64;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(EXPECTED)
+        }
+
+        fn visit_i64<E: Error>(self, n: i64) -> Result<i64, E> {
+            Ok(n)
+        }
+
+        fn visit_u64<E: Error>(self, n: u64) -> Result<i64, E> {
+            i64::try_from(n).map_err(|_| E::custom(too_large(&n.to_string())))
+        }
+
+        fn visit_str<E: Error>(self, text: &str) -> Result<i64, E> {
+            parse(text).map_err(E::custom)
         }
     }
 
-    pub(super) fn parse(text: &str) -> Option<i64> {
-        let text = text.trim();
-        let split = text
+    fn too_large(text: &str) -> String {
+        format!(
+            "{text:?} is too large (the largest size is {} bytes)",
+            i64::MAX
+        )
+    }
+
+    /// Bytes of `text`, or why it is not a size.
+    pub(super) fn parse(text: &str) -> Result<i64, String> {
+        let trimmed = text.trim();
+        let split = trimmed
             .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (digits, unit) = text.split_at(split);
+            .unwrap_or(trimmed.len());
+        let (digits, unit) = trimmed.split_at(split);
         let shift = match unit.trim() {
             "" | "B" => 0,
             "KiB" => 10,
             "MiB" => 20,
             "GiB" => 30,
-            _ => return None,
+            "TiB" => 40,
+            _ => return Err(format!("{text:?} is not {EXPECTED}")),
         };
-        digits.parse::<i64>().ok()?.checked_mul(1 << shift)
+        if digits.is_empty() {
+            return Err(format!("{text:?} is not {EXPECTED}"));
+        }
+        // Only digits remain, so a failed parse is an overflow.
+        digits
+            .parse::<i64>()
+            .ok()
+            .and_then(|n| n.checked_mul(1 << shift))
+            .ok_or_else(|| too_large(text))
     }
 }
 
@@ -482,6 +516,88 @@ journals:
     }
 
     #[test]
+    fn sizes_reach_tib_and_errors_point_at_fragment_length() {
+        assert_eq!(parse_byte_size("1TiB"), Some(1 << 40));
+        assert_eq!(parse_byte_size("3 TiB"), Some(3 << 40));
+        assert_eq!(parse_byte_size("8388607TiB"), Some(8_388_607 << 40));
+        assert_eq!(parse_byte_size("8388608TiB"), None, "over i64::MAX");
+        assert_eq!(parse_byte_size("99999999999999999999"), None);
+        assert_eq!(parse_byte_size("TiB"), None);
+        assert_eq!(parse_byte_size("1PiB"), None);
+
+        let yaml = |length: &str| {
+            format!("journals:\n  - name: acme/clicks\n    fragment:\n      length: {length}\n")
+        };
+        // 1TiB is a size; the fragment length limit (16GiB) is what rejects it.
+        assert!(SpecsDocument::from_yaml(&yaml("16GiB")).is_ok());
+        let err = SpecsDocument::from_yaml(&yaml("1TiB"))
+            .expect_err("over the limit")
+            .to_string();
+        assert!(
+            err.contains("fragment.length: 1099511627776 is out of range"),
+            "{err}"
+        );
+        for (bad, why) in [
+            ("12 parsecs", "\"12 parsecs\" is not a size such as"),
+            ("1.5GiB", "\"1.5GiB\" is not a size such as"),
+            ("8388608TiB", "\"8388608TiB\" is too large"),
+            ("9223372036854775808", "too large"),
+        ] {
+            let err = SpecsDocument::from_yaml(&yaml(bad))
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains("fragment.length: "), "{bad}: {err}");
+            assert!(err.contains(why), "{bad}: {err}");
+            assert_eq!(err.matches("length").count(), 1, "{bad}: {err}");
+        }
+    }
+
+    /// Gazette's documented template, as operators copy it from Gazette's docs.
+    const GAZETTE_TEMPLATE: &str = r#"date={{ .Spool.FirstAppendTime.Format "2006-01-02" }}/hour={{ .Spool.FirstAppendTime.Format "15" }}"#;
+
+    /// `journals list -o yaml` (or `-o json`) prints a Go template exactly as it was
+    /// applied, and the printed form applies again to the same spec.
+    #[test]
+    fn go_templates_round_trip_verbatim() {
+        for template in [
+            GAZETTE_TEMPLATE,
+            "date={{.Spool.FirstAppendTime.Format \"2006-01-02\"}}",
+            "h={{- .Spool.FirstAppendTime.Format `15` -}}",
+            "date={date}/hour={hour}",
+        ] {
+            let yaml = format!(
+                "journals:\n  - name: acme/x\n    fragment:\n      path_postfix_template: '{template}'\n"
+            );
+            let specs = SpecsDocument::from_yaml(&yaml).expect(template);
+            let stored = |specs: &[JournalSpec]| {
+                specs[0]
+                    .fragment
+                    .as_ref()
+                    .expect("fragment")
+                    .path_postfix_template
+                    .clone()
+            };
+            assert_eq!(stored(&specs), template, "applied verbatim");
+            let doc = SpecsDocument::from_specs(&specs).expect("doc");
+            let listed_yaml = doc.to_yaml();
+            let listed_json = doc.to_json();
+            let back = SpecsDocument::from_yaml(&listed_yaml).expect(&listed_yaml);
+            assert_eq!(stored(&back), template, "listed as YAML: {listed_yaml}");
+            let back = SpecsDocument::from_json(&listed_json).expect(&listed_json);
+            assert_eq!(stored(&back), template, "listed as JSON: {listed_json}");
+        }
+        // Unquoted, as docs/specs.md shows it: YAML needs quotes only before a leading `{`.
+        let yaml = format!(
+            "journals:\n  - name: acme/x\n    fragment:\n      path_postfix_template: {GAZETTE_TEMPLATE}\n"
+        );
+        let specs = SpecsDocument::from_yaml(&yaml).expect("unquoted");
+        assert_eq!(
+            specs[0].fragment.as_ref().expect("f").path_postfix_template,
+            GAZETTE_TEMPLATE
+        );
+    }
+
+    #[test]
     fn json_form() {
         let specs = SpecsDocument::from_yaml(EXAMPLE).expect("valid");
         let json = SpecsDocument::from_specs(&specs).expect("doc").to_json();
@@ -520,7 +636,12 @@ journals:
             refresh in 1u64..=86_400,
             retention_ms in 0u64..10_000_000_000,
             flush in prop_oneof![Just(0u64), 60u64..100_000],
-            template in prop_oneof![Just(String::new()), Just("date={date}/hour={hour}".to_owned())],
+            template in prop_oneof![
+                Just(String::new()),
+                Just("date={date}/hour={hour}".to_owned()),
+                Just(GAZETTE_TEMPLATE.to_owned()),
+                Just("{{.Spool.FirstAppendTime.Format `2006/01`}}".to_owned()),
+            ],
             flags in flag(),
             rate in 0i64..1_000_000_000,
         ) -> JournalSpecDoc {

@@ -115,6 +115,8 @@ pub async fn run(args: BackfillArgs) -> Result<()> {
     let mut files = folio_fragment_store::list::list_fragments(
         &FragmentStore::open(&store_url).context("opening --store")?,
         &journal,
+        // The bench journal's spec has no path-postfix template.
+        &folio_protocol::PathPostfixTemplate::default(),
     )
     .await
     .context("listing the fragment files")?;

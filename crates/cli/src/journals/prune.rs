@@ -5,14 +5,18 @@
 //! `fragment.retention` is not zero, every file of the journal in each of its stores whose
 //! mod time is more than the retention ago is deleted. A journal whose spec names no
 //! store uses `--store` (the broker's default store is not part of its API).
+//!
+//! A journal's files are only those whose path under `{store}{journal}/` its
+//! `fragment.path_postfix_template` could have rendered, so pruning a journal never
+//! deletes the files of a journal nested under its name (docs/fragment-ownership.md).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, bail};
 use clap::Args;
 use folio_fragment_store::{FragmentStore, format_fragment_path};
-use folio_protocol::JournalSpec;
 use folio_protocol::spec::duration_of;
+use folio_protocol::{JournalSpec, PathPostfixTemplate};
 
 use super::broker::{Broker, one_line};
 use super::output::print;
@@ -38,6 +42,7 @@ enum Plan {
     Prune {
         retention: Duration,
         stores: Vec<String>,
+        template: PathPostfixTemplate,
     },
     Skip(String),
 }
@@ -57,8 +62,12 @@ pub async fn run(broker: &Broker, args: PruneArgs) -> Result<()> {
     let (mut files, mut bytes, mut pruned, mut skipped) = (0usize, 0i64, 0usize, 0usize);
     let mut failures = Vec::new();
     for spec in journals.iter().filter_map(|j| j.spec.as_ref()) {
-        let (retention, stores) = match plan(spec, args.store.as_deref()) {
-            Plan::Prune { retention, stores } => (retention, stores),
+        let (retention, stores, template) = match plan(spec, args.store.as_deref()) {
+            Plan::Prune {
+                retention,
+                stores,
+                template,
+            } => (retention, stores, template),
             Plan::Skip(why) => {
                 print(&format!("skipped {}: {why}\n", spec.name))?;
                 skipped += 1;
@@ -77,6 +86,7 @@ pub async fn run(broker: &Broker, args: PruneArgs) -> Result<()> {
             match folio_fragment_store::prune::prune(
                 &store,
                 &spec.name,
+                &template,
                 retention,
                 now,
                 args.dry_run,
@@ -135,6 +145,11 @@ fn plan(spec: &JournalSpec, fallback: Option<&str>) -> Plan {
     if retention.is_zero() {
         return Plan::Skip("no fragment.retention (its fragments are kept forever)".to_owned());
     }
+    // Without its template the journal's files cannot be told from a nested journal's.
+    let template = match spec.path_postfix() {
+        Ok(template) => template,
+        Err(err) => return Plan::Skip(format!("fragment.{err}")),
+    };
     let stores = if !fragment.stores.is_empty() {
         fragment.stores
     } else if let Some(store) = fallback {
@@ -144,7 +159,11 @@ fn plan(spec: &JournalSpec, fallback: Option<&str>) -> Plan {
             "its spec names no store; pass --store with the broker's default store".to_owned(),
         );
     };
-    Plan::Prune { retention, stores }
+    Plan::Prune {
+        retention,
+        stores,
+        template,
+    }
 }
 
 #[cfg(test)]
@@ -171,8 +190,32 @@ mod tests {
             plan(&storeless, Some("file:///s/")),
             Plan::Prune {
                 retention: Duration::from_secs(3600),
-                stores: vec!["file:///s/".into()]
+                stores: vec!["file:///s/".into()],
+                template: PathPostfixTemplate::default(),
             }
+        );
+    }
+
+    #[test]
+    fn the_plan_carries_the_journal_s_postfix_template() {
+        let dated = spec(
+            "journals: [{name: acme/a, fragment: {retention: 1h, stores: [file:///a/], path_postfix_template: 'date={date}'}}]",
+        );
+        let Plan::Prune { template, .. } = plan(&dated, None) else {
+            panic!("planned");
+        };
+        assert!(template.matches("date=2026-01-05") && !template.matches("sub"));
+
+        // A stored spec whose template does not parse is skipped, never pruned blind.
+        let mut bad = dated;
+        bad.fragment
+            .as_mut()
+            .expect("fragment")
+            .path_postfix_template = "{nope}".into();
+        assert!(
+            matches!(plan(&bad, None), Plan::Skip(why) if why.starts_with("fragment.path_postfix_template: unknown placeholder `{nope}`")),
+            "{:?}",
+            plan(&bad, None)
         );
     }
 
@@ -185,7 +228,8 @@ mod tests {
             plan(&own, Some("file:///s/")),
             Plan::Prune {
                 retention: Duration::from_secs(1),
-                stores: vec!["file:///a/".into(), "file:///b/".into()]
+                stores: vec!["file:///a/".into(), "file:///b/".into()],
+                template: PathPostfixTemplate::default(),
             }
         );
     }
