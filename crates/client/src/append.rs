@@ -16,8 +16,17 @@
 //! A transport failure after the commit chunk left is [`Error::AppendOutcomeUnknown`] and
 //! is never retried here: the append may be in the journal. And a retry needs the content
 //! again: bytes ([`Appender::append`]) and seekable readers ([`Appender::append_seekable`])
-//! are rewound and replayed; a plain reader ([`Appender::append_reader`]) is retried only
-//! if the failure came before the first byte was taken from it.
+//! are rewound and replayed; a plain reader ([`Appender::append_reader`]) keeps what it
+//! has sent in a bounded replay buffer, and is replayed while everything taken from it
+//! still fits there.
+//!
+//! That buffer is what lets a plain reader (standard input) ride out a route in motion:
+//! a broker answers `NO_JOURNAL_PRIMARY_BROKER` right after the parameters, but gRPC has
+//! pulled the first chunks into the request stream by then, so without the buffer those
+//! bytes would be gone and the append could not be retried at all.
+//!
+//! Retries are timed by the [`RetryPolicy`]: backoff with jitter, for at most its
+//! `retry_for` from the first failure.
 
 use std::io::{self, SeekFrom};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,16 +37,23 @@ use folio_protocol::{AppendRequest, AppendResponse, Fragment, LabelSelector, Lab
 use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeek, AsyncSeekExt};
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 use crate::connect::Client;
 use crate::error::is_retryable_code;
-use crate::retry::RetryPolicy;
+use crate::retry::{Backoff, RetryPolicy};
 use crate::{Error, Result};
 
 /// Largest content chunk sent in one `AppendRequest`: well under gRPC's default 4 MiB
 /// message limit (Gazette's `--broker.max-grpc-recv-size`), and big enough that
 /// per-message overhead does not matter.
 pub const MAX_CHUNK: usize = 1 << 20;
+
+/// Default size of a plain reader's replay buffer ([`Appender::with_replay_buffer`]):
+/// more than HTTP/2 can take into a request stream before a broker's early answer
+/// arrives, which is bounded by the stream's flow-control window (8 MiB at a Folio
+/// broker), the client's send buffer and the chunk being read.
+pub const DEFAULT_REPLAY_BUFFER: usize = 16 * MAX_CHUNK;
 
 /// Per-append parameters.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -89,16 +105,18 @@ pub struct Appender {
     client: Client,
     retry: RetryPolicy,
     chunk_size: usize,
+    replay_buffer: usize,
 }
 
 impl Appender {
-    /// An appender over `client`, with the default [`RetryPolicy`] and [`MAX_CHUNK`]
-    /// chunks.
+    /// An appender over `client`, with the default [`RetryPolicy`], [`MAX_CHUNK`]
+    /// chunks and a [`DEFAULT_REPLAY_BUFFER`].
     pub fn new(client: Client) -> Self {
         Self {
             client,
             retry: RetryPolicy::default(),
             chunk_size: MAX_CHUNK,
+            replay_buffer: DEFAULT_REPLAY_BUFFER,
         }
     }
 
@@ -113,6 +131,15 @@ impl Appender {
     #[must_use]
     pub fn with_chunk_size(mut self, size: usize) -> Self {
         self.chunk_size = size.clamp(1, MAX_CHUNK);
+        self
+    }
+
+    /// Keeps up to `bytes` of a plain reader's content for replay
+    /// ([`append_reader`](Self::append_reader)); 0 keeps none. The memory is held only
+    /// while an append runs, and only as much as the content has.
+    #[must_use]
+    pub fn with_replay_buffer(mut self, bytes: usize) -> Self {
+        self.replay_buffer = bytes;
         self
     }
 
@@ -134,9 +161,11 @@ impl Appender {
     /// Appends everything `reader` yields until its end, as one atomic append, streamed in
     /// chunks (the content is never held whole in memory).
     ///
-    /// A reader cannot be replayed, so the append is retried only if it failed before
-    /// the first byte was read from it. A read error rolls the append back and is
-    /// returned as [`Error::Content`].
+    /// A reader cannot be rewound, so its content is replayed from the replay buffer
+    /// ([`with_replay_buffer`](Self::with_replay_buffer)): an append that failed
+    /// retryably is retried as long as everything read from the reader so far is in
+    /// that buffer (content of up to the buffer's size always is). A read error rolls
+    /// the append back and is returned as [`Error::Content`].
     pub async fn append_reader<R>(
         &self,
         journal: &str,
@@ -146,7 +175,8 @@ impl Appender {
     where
         R: AsyncRead + Send + Unpin + 'static,
     {
-        self.run(journal, OneShot(reader), options).await
+        let source = OneShot::new(reader, self.replay_buffer);
+        self.run(journal, source, options).await
     }
 
     /// Like [`append_reader`](Self::append_reader), but the reader (a file, a cursor) is
@@ -174,14 +204,14 @@ impl Appender {
         options: &AppendOptions,
     ) -> Result<Appended> {
         Error::check_journal(journal)?;
-        let mut failed = 0;
+        let mut backoff = Backoff::new(&self.retry);
         loop {
             let attempt = self.attempt(journal, source, options).await;
             source = attempt.source;
             let can_replay = source.replayable() || !attempt.taken;
             match decide(journal, attempt.outcome, can_replay) {
                 Next::Done(mut appended) => {
-                    appended.attempts = failed + 1;
+                    appended.attempts = backoff.failed() + 1;
                     let length = appended.commit.content_length();
                     if length < 0 || length as u64 != attempt.sent {
                         // The protocol says the commit spans exactly this append; a broker
@@ -199,12 +229,10 @@ impl Appender {
                 }
                 Next::Fail(err) => return Err(err),
                 Next::Retry(err) => {
-                    failed += 1;
-                    if !self.retry.may_retry(failed) {
+                    let Some(sleep) = backoff.next_sleep(Instant::now()) else {
                         return Err(err);
-                    }
-                    let sleep = self.retry.backoff(failed);
-                    tracing::warn!(journal, %err, attempt = failed, ?sleep, "append failed before commit; retrying");
+                    };
+                    tracing::warn!(journal, %err, attempt = backoff.failed(), ?sleep, "append failed before commit; retrying");
                     tokio::time::sleep(sleep).await;
                     if attempt.taken {
                         source
@@ -481,10 +509,20 @@ impl Source for Whole {
 
 /// Reads up to `max` bytes, as many reads as it takes: chunks are full until the end.
 async fn fill<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> io::Result<Bytes> {
-    let mut chunk = BytesMut::with_capacity(max);
-    while chunk.len() < max {
-        let room = max - chunk.len();
-        let mut limited = (&mut chunk).limit(room);
+    fill_into(reader, &mut BytesMut::new(), max).await
+}
+
+/// [`fill`], gathering into `partial`, which keeps what was read if the future is
+/// dropped midway (`read_buf` itself is cancel-safe), so the next call goes on from there.
+async fn fill_into<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    partial: &mut BytesMut,
+    max: usize,
+) -> io::Result<Bytes> {
+    partial.reserve(max.saturating_sub(partial.len()));
+    while partial.len() < max {
+        let room = max - partial.len();
+        let mut limited = (&mut *partial).limit(room);
         match reader.read_buf(&mut limited).await {
             Ok(0) => break,
             Ok(_) => {}
@@ -492,26 +530,90 @@ async fn fill<R: AsyncRead + Unpin>(reader: &mut R, max: usize) -> io::Result<By
             Err(e) => return Err(e),
         }
     }
-    Ok(chunk.freeze())
+    Ok(partial.split().freeze())
 }
 
-/// A reader read once.
-struct OneShot<R>(R);
+/// A reader read once, whose first `limit` bytes are kept to be sent again.
+///
+/// Chunks handed out are kept (as shared `Bytes`, no copy) while their total fits in
+/// `limit`; a replay sends them again, then goes on reading the reader. Once more was
+/// read than fits, it cannot replay.
+///
+/// Reads are cancel-safe: gRPC drops the request stream when the broker answers early,
+/// often in the middle of a read (standard input waiting for its end), and the bytes of
+/// that read stay in `partial` for the next one instead of being lost.
+struct OneShot<R> {
+    reader: R,
+    /// Bytes read and not yet handed out as a chunk.
+    partial: BytesMut,
+    limit: usize,
+    kept: Vec<Bytes>,
+    kept_len: usize,
+    /// Kept chunks a replay has sent so far; `kept.len()` when not replaying.
+    replayed: usize,
+    /// More was read than fits in `limit`.
+    overflowed: bool,
+}
+
+impl<R> OneShot<R> {
+    fn new(reader: R, limit: usize) -> Self {
+        Self {
+            reader,
+            partial: BytesMut::new(),
+            limit,
+            kept: Vec::new(),
+            kept_len: 0,
+            replayed: 0,
+            overflowed: false,
+        }
+    }
+
+    fn keep(&mut self, chunk: &Bytes) {
+        if self.overflowed || chunk.is_empty() {
+            return;
+        }
+        if self.kept_len + chunk.len() <= self.limit {
+            self.kept_len += chunk.len();
+            self.kept.push(chunk.clone());
+            self.replayed = self.kept.len();
+        } else {
+            // Past the buffer: no replay is possible any more, so free it.
+            self.overflowed = true;
+            self.kept = Vec::new();
+            self.kept_len = 0;
+            self.replayed = 0;
+        }
+    }
+}
 
 impl<R: AsyncRead + Send + Unpin + 'static> Source for OneShot<R> {
     fn next_chunk(&mut self, max: usize) -> BoxFuture<'_, io::Result<Bytes>> {
-        Box::pin(fill(&mut self.0, max))
+        if self.replayed < self.kept.len() {
+            let chunk = self.kept[self.replayed].clone();
+            self.replayed += 1;
+            return Box::pin(async move { Ok(chunk) });
+        }
+        Box::pin(async move {
+            let chunk = fill_into(&mut self.reader, &mut self.partial, max).await?;
+            // No await from here to handing the chunk out: it is kept if it was sent.
+            self.keep(&chunk);
+            Ok(chunk)
+        })
     }
     fn replayable(&self) -> bool {
-        false
+        !self.overflowed
     }
     fn rewind(&mut self) -> BoxFuture<'_, io::Result<()>> {
-        Box::pin(async {
+        let result = if self.replayable() {
+            self.replayed = 0;
+            Ok(())
+        } else {
             Err(io::Error::new(
                 io::ErrorKind::Unsupported,
-                "a plain reader cannot be replayed",
+                "a plain reader cannot be replayed past its replay buffer",
             ))
-        })
+        };
+        Box::pin(async move { result })
     }
 }
 
@@ -717,7 +819,7 @@ mod tests {
         let mut cursor = std::io::Cursor::new(vec![7u8; 30]);
         cursor.set_position(5);
         let seekable = Seekable::start(cursor).await.expect("cursor");
-        let oneshot = OneShot(std::io::Cursor::new(vec![7u8; 25]));
+        let oneshot = OneShot::new(std::io::Cursor::new(vec![7u8; 25]), 0);
 
         let (sizes, state, mut whole) = sizes_streamed(whole).await;
         assert_eq!(sizes, [0, 10, 10, 5, 0]);
@@ -738,8 +840,92 @@ mod tests {
         let (sizes, state, mut oneshot) = sizes_streamed(oneshot).await;
         assert_eq!(sizes, [0, 10, 10, 5, 0]);
         assert!(state.taken.load(Ordering::SeqCst));
-        assert!(!oneshot.replayable());
+        assert!(!oneshot.replayable(), "no replay buffer");
         assert!(oneshot.rewind().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_plain_reader_replays_what_fits_in_its_buffer() {
+        let content: Vec<u8> = (0..25u8).collect();
+        let buffered = OneShot::new(std::io::Cursor::new(content.clone()), 25);
+        let (sizes, _, mut buffered) = sizes_streamed(buffered).await;
+        assert_eq!(sizes, [0, 10, 10, 5, 0]);
+        assert!(buffered.replayable());
+        buffered.rewind().await.expect("rewind");
+        assert_eq!(
+            sizes_streamed(buffered).await.0,
+            [0, 10, 10, 5, 0],
+            "replayed whole, then the reader's end commits"
+        );
+
+        // Rewound after two chunks: the replay sends them, then reads on.
+        let mut partial = OneShot::new(std::io::Cursor::new(content.clone()), 20);
+        let mut sent = Vec::new();
+        for _ in 0..2 {
+            sent.extend(partial.next_chunk(10).await.expect("chunk"));
+        }
+        partial.rewind().await.expect("rewind");
+        let mut replayed = Vec::new();
+        loop {
+            let chunk = partial.next_chunk(10).await.expect("chunk");
+            if chunk.is_empty() {
+                break;
+            }
+            replayed.extend(chunk);
+        }
+        assert_eq!(replayed, content, "the kept prefix, then the rest, once");
+        assert!(
+            !partial.replayable(),
+            "25 bytes overflowed a 20-byte buffer"
+        );
+        assert!(partial.rewind().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_read_loses_nothing() {
+        /// Yields `hello`, then waits (as standard input does for more, or its end)
+        /// until `ended`.
+        struct Stdin {
+            said_hello: bool,
+            ended: bool,
+        }
+        impl AsyncRead for Stdin {
+            fn poll_read(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                if !self.said_hello {
+                    self.said_hello = true;
+                    buf.put_slice(b"hello");
+                    Poll::Ready(Ok(()))
+                } else if self.ended {
+                    Poll::Ready(Ok(()))
+                } else {
+                    // Not woken: the caller gives up on this read and drops it.
+                    Poll::Pending
+                }
+            }
+        }
+        let stdin = Stdin {
+            said_hello: false,
+            ended: false,
+        };
+        let mut source = OneShot::new(stdin, 1 << 20);
+        {
+            let read = source.next_chunk(10);
+            let timeout = tokio::time::timeout(std::time::Duration::from_millis(1), read);
+            assert!(timeout.await.is_err(), "the read waits for the end");
+        }
+        assert!(
+            source.replayable(),
+            "nothing was handed out, nothing was lost"
+        );
+        source.rewind().await.expect("rewind");
+        source.reader.ended = true;
+        let chunk = source.next_chunk(10).await.expect("chunk");
+        assert_eq!(&chunk[..], b"hello", "the abandoned read's bytes come next");
+        assert!(source.next_chunk(10).await.expect("end").is_empty());
     }
 
     #[tokio::test]
@@ -758,7 +944,7 @@ mod tests {
                 Poll::Ready(Ok(()))
             }
         }
-        let (sizes, _, _) = sizes_streamed(OneShot(Trickle(23))).await;
+        let (sizes, _, _) = sizes_streamed(OneShot::new(Trickle(23), 0)).await;
         assert_eq!(sizes, [0, 10, 10, 3, 0]);
     }
 
@@ -775,7 +961,7 @@ mod tests {
                 Poll::Ready(Err(io::Error::other("disk on fire")))
             }
         }
-        let slot = Arc::new(Mutex::new(Some(OneShot(Failing))));
+        let slot = Arc::new(Mutex::new(Some(OneShot::new(Failing, 0))));
         let state = Arc::new(StreamState::default());
         let messages: Vec<AppendRequest> =
             request_stream(AppendRequest::default(), slot, state.clone(), 10)

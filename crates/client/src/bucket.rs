@@ -13,6 +13,12 @@
 //! Content still only in brokers' spools is not in the bucket: a bucket read ends at the
 //! last persisted fragment (the listing is a snapshot; open a new reader to see newer
 //! fragments).
+//!
+//! The reader reads only the journal's own files: those whose path between
+//! `{journal}/` and the file name is a rendering of the journal's path-postfix template
+//! ([`BucketReadOptions::path_postfix_template`]), never the files of a journal nested
+//! under its name (docs/fragment-ownership.md). Without the template only files directly
+//! under `{journal}/` are read, so a journal with a template must be given it.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -21,12 +27,12 @@ use std::task::{Context, Poll};
 use folio_fragment_store::index::Lookup;
 use folio_fragment_store::read::{FragmentReader, read_fragment};
 use folio_fragment_store::{FragmentIndex, FragmentStore};
-use folio_protocol::Fragment;
+use folio_protocol::{Fragment, PathPostfixTemplate};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 
 use crate::read::{Position, ReadChunk};
-use crate::retry::RetryPolicy;
+use crate::retry::{Backoff, RetryPolicy};
 use crate::{Error, Result};
 
 /// What a bucket reader does at content missing from the bucket.
@@ -52,6 +58,12 @@ pub struct BucketReadOptions {
     pub on_gap: GapPolicy,
     /// Retries of transient store failures (reopening the fragment at the current offset).
     pub retry: RetryPolicy,
+    /// The journal's `fragment.path_postfix_template` (from its spec, e.g. with
+    /// [`JournalSpec::path_postfix`](folio_protocol::JournalSpec::path_postfix)), which says
+    /// which files under `{journal}/` are the journal's. The default, empty template reads
+    /// only files directly under `{journal}/`: a journal written with a template reads as
+    /// empty without it.
+    pub path_postfix_template: PathPostfixTemplate,
 }
 
 /// Reads one journal from a fragment store, as a [`Stream`] of [`ReadChunk`]s.
@@ -118,7 +130,12 @@ impl BucketReader {
                 ),
             });
         }
-        let listed = folio_fragment_store::list::list_fragments(store, journal).await?;
+        let listed = folio_fragment_store::list::list_fragments(
+            store,
+            journal,
+            &options.path_postfix_template,
+        )
+        .await?;
         let mut index = FragmentIndex::new();
         for fragment in listed {
             index.insert(fragment);
@@ -133,9 +150,8 @@ impl BucketReader {
             index: index.clone(),
             position: Position::new(options.offset, options.end_offset),
             on_gap: options.on_gap,
-            retry: options.retry,
+            backoff: Backoff::new(&options.retry),
             current: None,
-            failures: 0,
             done: false,
             progress: progress.clone(),
         };
@@ -204,10 +220,9 @@ struct BucketState {
     index: FragmentIndex,
     position: Position,
     on_gap: GapPolicy,
-    retry: RetryPolicy,
     current: Option<(Fragment, FragmentReader)>,
-    /// Consecutive failures without progress.
-    failures: u32,
+    /// Retries of the current run of failures without progress.
+    backoff: Backoff,
     done: bool,
     progress: Arc<Mutex<BucketProgress>>,
 }
@@ -236,7 +251,7 @@ impl BucketState {
                 match reader.next().await {
                     Some(Ok(content)) => {
                         if let Some(chunk) = self.position.take(content) {
-                            self.failures = 0;
+                            self.backoff.reset();
                             return Some(Ok(chunk));
                         }
                     }
@@ -307,11 +322,9 @@ impl BucketState {
         if !err.is_retryable() {
             return Some(err);
         }
-        self.failures += 1;
-        if !self.retry.may_retry(self.failures) {
+        let Some(sleep) = self.backoff.next_sleep(tokio::time::Instant::now()) else {
             return Some(err);
-        }
-        let sleep = self.retry.backoff(self.failures);
+        };
         tracing::warn!(journal = %self.journal, offset = self.position.offset, %err, ?sleep, "bucket read failed; retrying");
         tokio::time::sleep(sleep).await;
         None

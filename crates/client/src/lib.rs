@@ -67,7 +67,7 @@ pub use bucket::{BucketReadOptions, BucketReader, GapPolicy};
 pub use connect::{Client, connect_lazy};
 pub use error::{Error, Result, is_retryable_status};
 pub use folio_fragment_store::FragmentStore;
-pub use folio_protocol::{Fragment, LabelSelector, LabelSet, Status};
+pub use folio_protocol::{Fragment, LabelSelector, LabelSet, PathPostfixTemplate, Status};
 pub use fragments::{FragmentsFilter, list_fragments};
 pub use read::{ReadChunk, ReadOptions, Reader};
 pub use retry::RetryPolicy;

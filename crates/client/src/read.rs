@@ -18,10 +18,15 @@
 //! - **The end.** A read ends at `end_offset`; a non-blocking read also ends once it has
 //!   caught up with the write head (`OFFSET_NOT_YET_AVAILABLE`); a blocking read waits for
 //!   new appends forever.
-//! - **Errors.** Retryable failures (transport, route changes, fetch failures) are
-//!   retried with backoff from the current offset, bounded by the [`RetryPolicy`] counted
-//!   in consecutive failures without progress. Any other error is the stream's last item;
-//!   a new reader at [`Reader::offset`] continues from there.
+//! - **The write head.** A non-blocking read that starts past the write head ends at
+//!   once, with nothing; [`Reader::write_head`] then tells where the head is, so a caller
+//!   can tell "caught up" from "asked for an offset that does not exist yet".
+//! - **Errors.** Retryable failures (transport, route changes such as
+//!   `NO_JOURNAL_PRIMARY_BROKER` right after a journal is created or a broker restarts,
+//!   fetch failures) are retried with backoff from the current offset, for as long as the
+//!   [`RetryPolicy`] allows a run of consecutive failures without progress. Any other
+//!   error is the stream's last item; a new reader at [`Reader::offset`] continues from
+//!   there.
 
 use std::io;
 use std::pin::Pin;
@@ -38,7 +43,7 @@ use tokio_util::io::StreamReader;
 
 use crate::connect::Client;
 use crate::fragment_url::{self, FragmentFetch};
-use crate::retry::RetryPolicy;
+use crate::retry::{Backoff, RetryPolicy};
 use crate::{Error, Result};
 
 /// Content of a journal: `content` is the journal's bytes `[offset, offset + len)`.
@@ -73,7 +78,8 @@ pub struct ReadOptions {
     pub do_not_proxy: bool,
     /// Skip persisted fragments modified before this Unix time (seconds); 0 skips none.
     pub begin_mod_time: i64,
-    /// Retries of failed reads, counted in consecutive failures without progress.
+    /// Retries of failed reads; a run of retries is the consecutive failures without
+    /// progress, so each recovery starts the policy's time and count afresh.
     pub retry: RetryPolicy,
 }
 
@@ -140,7 +146,7 @@ impl Reader {
             position: Position::new(options.offset, options.end_offset),
             write_head: None,
             source: Source::Idle,
-            failures: 0,
+            backoff: Backoff::new(&options.retry),
             done: false,
             progress: progress.clone(),
             options,
@@ -160,7 +166,9 @@ impl Reader {
         self.progress.offset.load(Ordering::Relaxed)
     }
 
-    /// The journal's write head as last reported by the broker; -1 before any report.
+    /// The journal's write head as last reported by the broker (in a fragment's
+    /// metadata, or in the `OFFSET_NOT_YET_AVAILABLE` that ends a non-blocking read); -1
+    /// before any report.
     pub fn write_head(&self) -> i64 {
         self.progress.write_head.load(Ordering::Relaxed)
     }
@@ -330,8 +338,8 @@ struct ReadState {
     position: Position,
     write_head: Option<i64>,
     source: Source,
-    /// Consecutive failures without progress.
-    failures: u32,
+    /// Retries of the current run of failures without progress.
+    backoff: Backoff,
     done: bool,
     progress: Arc<Progress>,
 }
@@ -378,7 +386,7 @@ impl ReadState {
             };
             match step {
                 Step::Chunk(chunk) => {
-                    self.failures = 0;
+                    self.backoff.reset();
                     return Some(Ok(chunk));
                 }
                 Step::Continue => {}
@@ -413,14 +421,17 @@ impl ReadState {
     }
 
     async fn on_response(&mut self, response: ReadResponse) -> Step {
-        // Content responses leave `write_head` unset (0); metadata responses carry it.
-        if response.write_head > 0 {
+        // Content responses leave `write_head` unset (0); metadata responses carry it,
+        // and so does OFFSET_NOT_YET_AVAILABLE, where 0 is a real head (an empty journal).
+        let not_yet = response.status == Status::OffsetNotYetAvailable as i32;
+        if response.write_head > 0 || not_yet {
             let head = response.write_head.max(self.write_head.unwrap_or(0));
             self.write_head = Some(head);
         }
         match Status::try_from(response.status) {
             Ok(Status::Ok) => {}
-            // A non-blocking read caught up with the write head: that is its end.
+            // A non-blocking read caught up with the write head (or started past it):
+            // that is its end.
             Ok(Status::OffsetNotYetAvailable) if !self.options.block => return Step::End,
             _ => {
                 return match Error::check_status(
@@ -443,7 +454,7 @@ impl ReadState {
                     to = jump.to,
                     "read jumped over content that no longer exists"
                 );
-                self.failures = 0;
+                self.backoff.reset();
             }
             Err(reason) => return Step::Fail(Error::protocol("read", &self.journal, reason)),
         }
@@ -453,7 +464,7 @@ impl ReadState {
             return self.follow_url(response).await;
         }
         // A good answer from the broker: whatever failed before has recovered.
-        self.failures = 0;
+        self.backoff.reset();
         match self.position.take(response.content) {
             Some(chunk) => Step::Chunk(chunk),
             None => Step::Continue,
@@ -534,16 +545,14 @@ impl ReadState {
         if !err.is_retryable() {
             return Some(err);
         }
-        self.failures += 1;
-        if !self.options.retry.may_retry(self.failures) {
+        let Some(sleep) = self.backoff.next_sleep(tokio::time::Instant::now()) else {
             return Some(err);
-        }
-        let sleep = self.options.retry.backoff(self.failures);
+        };
         tracing::warn!(
             journal = %self.journal,
             offset = self.position.offset,
             %err,
-            failures = self.failures,
+            failures = self.backoff.failed(),
             ?sleep,
             "read failed; resuming"
         );

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use clap::Args;
-use folio_client::{AppendOptions, Appender};
+use folio_client::{AppendOptions, Status};
 
 use super::broker::Broker;
 use super::output::print;
@@ -31,10 +31,12 @@ pub struct AppendArgs {
 
 /// Appends the content and prints the span it was committed at, `begin..end`.
 ///
-/// A file is retried (from its start) on any failure that left nothing committed;
-/// standard input only if it failed before its first byte was read.
+/// Any failure that left nothing committed is retried for up to `--retry-for`: a file
+/// from its start; standard input from the client's replay buffer, which holds its first
+/// 16 MiB (so a route status answered before the content, as right after `apply`, is
+/// retried).
 pub async fn run(broker: &Broker, args: AppendArgs) -> Result<()> {
-    let appender = Appender::new(broker.client());
+    let appender = broker.appender();
     let options = AppendOptions {
         offset: args.expect_offset,
         ..AppendOptions::default()
@@ -59,10 +61,34 @@ pub async fn run(broker: &Broker, args: AppendArgs) -> Result<()> {
         appender
             .append_seekable(journal, progress.wrap(file), &options)
             .await
-    }
-    .map_err(|e| broker.client_error(e))?;
+    };
+    let appended = match appended {
+        Ok(appended) => appended,
+        Err(err) if err.status() == Some(Status::WrongAppendOffset) => {
+            return Err(wrong_offset(broker, journal, args.expect_offset).await);
+        }
+        Err(err) => return Err(broker.client_error(err)),
+    };
     print(&format!(
         "{}..{}\n",
         appended.commit.begin, appended.commit.end
     ))
+}
+
+/// The error of a refused `--expect-offset`, naming the journal's write head.
+///
+/// The broker's WRONG_APPEND_OFFSET answer (like Gazette's) carries no offset, so the
+/// head is asked for with a read at the head; the head may have moved on since.
+async fn wrong_offset(broker: &Broker, journal: &str, expected: i64) -> anyhow::Error {
+    let what = format!("append {journal:?}: WRONG_APPEND_OFFSET: --expect-offset {expected}");
+    match broker.write_head(journal).await {
+        Ok(head) => anyhow!(
+            "{what} is not the journal's write head {head}; pass --expect-offset {head}, or 0 \
+             to append wherever the head is"
+        ),
+        Err(err) => anyhow!(
+            "{what} is not the journal's write head (which could not be read: {err:#}); pass \
+             0 to append wherever the head is"
+        ),
+    }
 }

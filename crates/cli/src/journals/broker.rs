@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use std::error::Error as _;
 
 use anyhow::{Result, anyhow, bail};
-use folio_client::{Client, connect_lazy};
+use folio_client::{Appender, Client, ReadOptions, Reader, RetryPolicy, connect_lazy};
 use folio_protocol::{
     ApplyRequest, FragmentStoreHealthRequest, LabelSelector, LabelSet, ListRequest, Status,
     apply_request, list_response,
 };
+use futures::StreamExt;
 
 /// A journal as `List` reports it: spec, mod revision and route.
 pub type Listed = list_response::Journal;
@@ -19,6 +20,7 @@ pub type Listed = list_response::Journal;
 pub struct Broker {
     client: Client,
     url: String,
+    retry: RetryPolicy,
 }
 
 impl Broker {
@@ -31,12 +33,52 @@ impl Broker {
             format!("http://{url}")
         };
         let client = connect_lazy(&url).map_err(|e| anyhow!("--broker: {e}"))?;
-        Ok(Self { client, url })
+        Ok(Self {
+            client,
+            url,
+            retry: RetryPolicy::default(),
+        })
+    }
+
+    /// Uses `retry` for appends and reads (`--retry-for`).
+    #[must_use]
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
     }
 
     /// The gRPC client, for appends and reads.
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// How appends and reads retry.
+    pub fn retry(&self) -> RetryPolicy {
+        self.retry.clone()
+    }
+
+    /// An appender over this broker, retrying as `--retry-for` says.
+    pub fn appender(&self) -> Appender {
+        Appender::new(self.client()).with_retry(self.retry())
+    }
+
+    /// The journal's write head now, from a non-blocking read at the head (which the
+    /// broker answers with OFFSET_NOT_YET_AVAILABLE and the head, and no content).
+    pub async fn write_head(&self, journal: &str) -> Result<i64> {
+        let options = ReadOptions {
+            offset: -1,
+            retry: self.retry(),
+            ..ReadOptions::default()
+        };
+        let mut reader =
+            Reader::new(self.client(), journal, options).map_err(|e| self.client_error(e))?;
+        while let Some(item) = reader.next().await {
+            item.map_err(|e| self.client_error(e))?;
+        }
+        match reader.write_head() {
+            head if head >= 0 => Ok(head),
+            _ => bail!("read {journal:?}: the broker did not report the write head"),
+        }
     }
 
     /// The journals matching `selector`, in the broker's (name) order.

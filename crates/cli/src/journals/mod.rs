@@ -2,6 +2,8 @@
 //! health, spoken to a broker over its gRPC API with `folio-client`.
 //!
 //! Every command but `check` talks to the broker named by `--broker` (`FOLIO_BROKER`).
+//! Appends and reads retry, with backoff, for up to `--retry-for` (`FOLIO_RETRY_FOR`)
+//! while the journal's route settles or the broker is unreachable.
 //! Output meant for scripts goes to stdout; progress bars and warnings go to stderr; a
 //! failure is one line on stderr, `folio: <what failed>: <why>`, and a non-zero exit.
 //!
@@ -26,8 +28,11 @@ mod prune;
 mod read;
 mod spec_file;
 
+use std::time::Duration;
+
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
+use folio_client::RetryPolicy;
 use folio_protocol::LabelSelector;
 
 use broker::Broker;
@@ -43,6 +48,17 @@ pub struct JournalsArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     broker: String,
+    /// How long an append or read keeps retrying, with backoff, while the journal has no
+    /// primary yet (just applied, a broker restarting, a primary handing over) or the
+    /// broker cannot be reached, e.g. 30s or 2m; 0s tries once.
+    #[arg(
+        long,
+        global = true,
+        env = "FOLIO_RETRY_FOR",
+        default_value = "30s",
+        value_parser = humantime::parse_duration
+    )]
+    retry_for: Duration,
     #[command(subcommand)]
     command: JournalsCommand,
 }
@@ -81,7 +97,8 @@ pub fn run(args: JournalsArgs) -> Result<()> {
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let broker = Broker::connect(&args.broker)?;
+        let broker =
+            Broker::connect(&args.broker)?.with_retry(RetryPolicy::retry_for(args.retry_for));
         match args.command {
             // Answered above, without a runtime or a broker.
             JournalsCommand::Check(check) => check::run(check),

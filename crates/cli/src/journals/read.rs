@@ -1,6 +1,6 @@
 //! `folio journals read`: a journal's bytes to standard output, as they are (binary-safe).
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use folio_client::{ReadOptions, Reader};
 use futures::StreamExt;
@@ -15,7 +15,7 @@ pub struct ReadArgs {
     /// The journal to read.
     #[arg(short = 'j', long = "journal", env = "FOLIO_JOURNAL")]
     journal: String,
-    /// First offset to read.
+    /// First offset to read: at most the write head, unless --block waits for it.
     #[arg(
         long,
         default_value_t = 0,
@@ -37,13 +37,16 @@ pub struct ReadArgs {
 }
 
 /// Copies the journal's content to stdout until the end offset, the write head, or (with
-/// `--block`/`--tail`) until interrupted.
+/// `--block`/`--tail`) until interrupted. Without `--block`, an `--offset` past the write
+/// head is an error that names the head (a read that found nothing to read there would
+/// otherwise look like an empty journal).
 pub async fn run(broker: &Broker, args: ReadArgs) -> Result<()> {
     let block = args.block || args.tail;
     let options = ReadOptions {
         offset: if args.tail { -1 } else { args.offset },
         end_offset: args.end.unwrap_or(0),
         block,
+        retry: broker.retry(),
         ..ReadOptions::default()
     };
     let start = options.offset.max(0);
@@ -77,6 +80,15 @@ pub async fn run(broker: &Broker, args: ReadArgs) -> Result<()> {
             return Err(e).context("writing to standard output");
         }
         _ => {}
+    }
+    let head = reader.write_head();
+    if !block && head >= 0 && args.offset > head {
+        bail!(
+            "read {:?}: --offset {} is past the journal's write head {head}; pass an offset \
+             up to {head}, or --block to wait for the journal to reach it",
+            args.journal,
+            args.offset
+        );
     }
     let skipped = reader.skipped_bytes();
     if skipped > 0 {

@@ -4,9 +4,10 @@
 use std::io::Cursor;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use folio_client::append::MAX_CHUNK;
-use folio_client::{AppendOptions, Appender, Error, LabelSet, Status};
+use folio_client::{AppendOptions, Appender, Error, LabelSet, RetryPolicy, Status};
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::broker::{AppendAnswer, FakeBroker, serve};
@@ -109,6 +110,69 @@ async fn retries_are_bounded() {
     assert_eq!(err.status(), Some(Status::NoJournalPrimaryBroker), "{err}");
     assert!(err.is_retryable(), "the caller may try again later");
     assert_eq!(broker.attempts().len(), 3);
+}
+
+#[tokio::test]
+async fn a_route_in_motion_is_ridden_out_for_the_policy_time_not_a_count() {
+    // More refusals than the eight attempts the client used to allow in all.
+    let no_primary = AppendAnswer::Status(Status::NoJournalPrimaryBroker);
+    let (broker, client, _) = serve(FakeBroker::appending(vec![no_primary.clone(); 20])).await;
+    let appender = Appender::new(client.clone()).with_retry(fast_retry(u32::MAX));
+    let done = appender
+        .append(JOURNAL, "settled\n", &AppendOptions::default())
+        .await
+        .expect("append once the route settles");
+    assert_eq!(done.attempts, 21);
+    assert_eq!(broker.content(), b"settled\n");
+
+    // A route that never settles fails once `retry_for` is spent, with the last status.
+    let (broker, client, _) = serve(FakeBroker::appending(vec![no_primary; 100_000])).await;
+    let policy = RetryPolicy {
+        retry_for: Duration::from_millis(200),
+        ..fast_retry(u32::MAX)
+    };
+    let err = Appender::new(client)
+        .with_retry(policy)
+        .append(JOURNAL, "x", &AppendOptions::default())
+        .await
+        .expect_err("never settles");
+    assert_eq!(err.status(), Some(Status::NoJournalPrimaryBroker), "{err}");
+    let attempts = broker.attempts().len();
+    assert!((2..100_000).contains(&attempts), "{attempts} attempts");
+    assert!(broker.content().is_empty());
+}
+
+#[tokio::test]
+async fn a_plain_reader_is_replayed_after_a_route_status() {
+    // As standard input right after `journals apply`: the broker refuses at once, after
+    // gRPC has already taken the first chunks from the reader.
+    let no_primary = AppendAnswer::Status(Status::NoJournalPrimaryBroker);
+    let (broker, client, _) = serve(FakeBroker::appending(vec![no_primary.clone(); 2])).await;
+    let appender = Appender::new(client)
+        .with_retry(fast_retry(u32::MAX))
+        .with_chunk_size(64 << 10);
+    let data = content(3 * MAX_CHUNK + 5, 6);
+    let done = appender
+        .append_reader(
+            JOURNAL,
+            Cursor::new(data.clone()),
+            &AppendOptions::default(),
+        )
+        .await
+        .expect("append");
+    assert_eq!(done.attempts, 3);
+    assert_eq!(broker.content(), data, "every byte, once, in order");
+
+    // Content past the replay buffer cannot be sent again: the refusal is final.
+    let (broker, client, _) = serve(FakeBroker::appending(vec![no_primary; 2])).await;
+    let err = Appender::new(client)
+        .with_retry(fast_retry(u32::MAX))
+        .with_replay_buffer(0)
+        .append_reader(JOURNAL, Cursor::new(data), &AppendOptions::default())
+        .await
+        .expect_err("not replayable");
+    assert_eq!(err.status(), Some(Status::NoJournalPrimaryBroker), "{err}");
+    assert_eq!(broker.attempts().len(), 1);
 }
 
 #[tokio::test]

@@ -2,10 +2,12 @@
 //! fragment store's `persist`: content equals what was persisted, across codecs, and gaps
 //! are reported, never skipped silently.
 
+use bytes::Bytes;
 use folio_client::{BucketReadOptions, BucketReader, Error, FragmentStore, GapPolicy};
-use folio_protocol::CompressionCodec;
+use folio_fragment_store::persist::{PersistOptions, persist};
+use folio_protocol::{CompressionCodec, Fragment, PathPostfixTemplate};
 
-use crate::{JOURNAL, content, contiguous, drain, fast_retry, file_store, persisted};
+use crate::{JOURNAL, content, contiguous, drain, fast_retry, file_store, fragment, persisted};
 
 /// Persists `spans` (begin, len, codec) of one journal's content and returns the content
 /// (zero where nothing was persisted).
@@ -29,6 +31,7 @@ fn options(offset: i64, end_offset: i64, on_gap: GapPolicy) -> BucketReadOptions
         end_offset,
         on_gap,
         retry: fast_retry(3),
+        ..BucketReadOptions::default()
     }
 }
 
@@ -257,4 +260,78 @@ async fn empty_journals_and_bad_arguments() {
         .expect_err("invalid");
         assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
     }
+}
+
+/// Persists `content` at offset 0 as a fragment of `journal` under `postfix`.
+async fn persisted_as(store: &FragmentStore, journal: &str, postfix: &str, content: &[u8]) {
+    let f = Fragment {
+        journal: journal.to_owned(),
+        path_postfix: postfix.to_owned(),
+        ..fragment(0, content, CompressionCodec::Zstandard)
+    };
+    persist(
+        store,
+        &f,
+        &[Bytes::copy_from_slice(content)],
+        &PersistOptions::default(),
+    )
+    .await
+    .expect("persist");
+}
+
+/// Reads `journal` whole from the bucket with `template`.
+async fn bucket_bytes(store: &FragmentStore, journal: &str, template: &str) -> Vec<u8> {
+    let options = BucketReadOptions {
+        path_postfix_template: PathPostfixTemplate::parse(template).expect("template"),
+        ..options(0, 0, GapPolicy::Fail)
+    };
+    let reader = BucketReader::open(store, journal, options)
+        .await
+        .expect("open");
+    let (chunks, err) = drain(reader).await;
+    assert!(err.is_none(), "{journal}: {err:?}");
+    contiguous(&chunks)
+}
+
+/// A journal nested under another's name (`x/part-000/sub` under `x/part-000`) keeps its
+/// files to itself: reading the parent from the bucket returns the parent's bytes, never
+/// the child's, with or without a postfix template on either side.
+#[tokio::test]
+async fn nested_journals_read_only_their_own_files() {
+    let (parent, child) = ("x/part-000", "x/part-000/sub");
+    let (mine, theirs) = (content(300, 1), content(500, 2));
+    for (parent_template, parent_postfix, child_postfix) in [
+        ("", "", ""),
+        ("date={date}", "date=2026-01-05", ""),
+        (
+            r#"date={{ .Spool.FirstAppendTime.Format "2006-01-02" }}"#,
+            "date=2026-01-05",
+            "date=2026-01-05",
+        ),
+    ] {
+        let (_dir, store) = file_store();
+        persisted_as(&store, parent, parent_postfix, &mine).await;
+        persisted_as(&store, child, child_postfix, &theirs).await;
+        let child_template = if child_postfix.is_empty() {
+            ""
+        } else {
+            parent_template
+        };
+        assert_eq!(
+            bucket_bytes(&store, parent, parent_template).await,
+            mine,
+            "the parent (template {parent_template:?}) reads only its own bytes"
+        );
+        assert_eq!(
+            bucket_bytes(&store, child, child_template).await,
+            theirs,
+            "the child reads its own bytes"
+        );
+    }
+
+    // Without its template, a journal written with one reads only un-postfixed files.
+    let (_dir, store) = file_store();
+    persisted_as(&store, parent, "date=2026-01-05", &mine).await;
+    assert!(bucket_bytes(&store, parent, "").await.is_empty());
+    assert_eq!(bucket_bytes(&store, parent, "date={date}").await, mine);
 }

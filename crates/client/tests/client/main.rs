@@ -1,7 +1,8 @@
 //! Integration tests of folio-client: appends and reads against a scripted in-test broker
 //! (`broker.rs`), signed-URL reads against an in-test HTTP server (`http.rs`), and
 //! bucket-only reads against `file://` and `memory://` stores holding fragments written by
-//! the fragment store's `persist`.
+//! the fragment store's `persist`, and the route races of a real `folio serve`
+//! (`real_broker.rs`; it needs the `folio` binary built, as `scripts/test.sh` does).
 
 mod append;
 mod broker;
@@ -9,6 +10,7 @@ mod bucket;
 mod fragments;
 mod http;
 mod read;
+mod real_broker;
 
 use std::time::Duration;
 
@@ -61,12 +63,14 @@ pub async fn persisted(
     .expect("persist")
 }
 
-/// Retries fast, so tests do not sleep.
+/// Retries fast, so tests do not sleep: `max_attempts` attempts, or 30 s of them.
 pub fn fast_retry(max_attempts: u32) -> RetryPolicy {
     RetryPolicy {
         max_attempts,
         initial_backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(10),
+        jitter: false,
+        ..RetryPolicy::default()
     }
 }
 

@@ -1,0 +1,107 @@
+//! `Appender` and `Reader` against a real `folio serve` (embedded mode) at the moments a
+//! journal has no primary yet: right after its spec is applied, and right after the
+//! broker restarts. The broker answers `NO_JOURNAL_PRIMARY_BROKER` then, and the client
+//! must ride it out, also for content it cannot rewind (standard input).
+
+use std::io::Cursor;
+
+use folio_client::{AppendOptions, Appender, Client, ReadOptions, Reader, connect_lazy};
+use folio_protocol::journal_client::JournalClient;
+use folio_protocol::{ApplyRequest, SpecsDocument, Status, apply_request};
+use folio_tests::BrokerProcess;
+use tonic::transport::Channel;
+
+use crate::{contiguous, drain};
+
+/// Rounds of apply-then-use: the race with the broker's assignment shows in some.
+const ROUNDS: usize = 8;
+
+/// Creates `journal` and returns as soon as the broker accepted the spec, before the
+/// journal is assigned (no waiting: that moment is what is tested).
+async fn apply(raw: &mut JournalClient<Channel>, journal: &str) {
+    let spec = SpecsDocument::from_yaml(&format!("journals: [{{name: {journal}}}]"))
+        .expect("spec")
+        .remove(0);
+    let change = apply_request::Change {
+        expect_mod_revision: 0,
+        upsert: Some(spec),
+        delete: String::new(),
+    };
+    let response = raw
+        .apply(ApplyRequest {
+            changes: vec![change],
+        })
+        .await
+        .expect("apply")
+        .into_inner();
+    assert_eq!(response.status(), Status::Ok);
+}
+
+/// The whole journal, read through the broker without blocking.
+async fn read_all(client: &Client, journal: &str) -> Vec<u8> {
+    let reader = Reader::new(client.clone(), journal, ReadOptions::default()).expect("reader");
+    let (chunks, err) = drain(reader).await;
+    if let Some(err) = err {
+        panic!("read {journal}: {err}");
+    }
+    contiguous(&chunks)
+}
+
+/// A plain reader: no seeking, so a retry can only replay what the appender kept.
+fn stdin_like(bytes: &[u8]) -> impl tokio::io::AsyncRead + Send + Unpin + 'static {
+    Cursor::new(bytes.to_vec())
+}
+
+// Multi-threaded: `BrokerProcess::terminate` blocks its thread while the broker drains,
+// and the client's connections must go on being served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_and_reads_right_after_apply_and_restart_are_retried() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut broker = BrokerProcess::start(&dir.path().join("data"), &[]).expect("folio serve");
+    let mut raw = broker.client().await.expect("broker answers");
+    let client = connect_lazy(&broker.endpoint).expect("client");
+    let appender = Appender::new(client.clone());
+
+    let mut retried = 0;
+    for round in 0..ROUNDS {
+        // An append of content that cannot be rewound, at once after apply.
+        let journal = format!("race/append/part-{round:03}");
+        apply(&mut raw, &journal).await;
+        let content = format!("round {round}: appended right after apply\n").into_bytes();
+        let done = appender
+            .append_reader(&journal, stdin_like(&content), &AppendOptions::default())
+            .await
+            .unwrap_or_else(|err| panic!("append right after apply: {err}"));
+        assert_eq!(
+            (done.commit.begin, done.commit.end),
+            (0, content.len() as i64)
+        );
+        if done.attempts > 1 {
+            retried += 1;
+        }
+        assert_eq!(read_all(&client, &journal).await, content, "appended once");
+
+        // A read at once after apply: an empty journal, not an error.
+        let fresh = format!("race/read/part-{round:03}");
+        apply(&mut raw, &fresh).await;
+        assert_eq!(read_all(&client, &fresh).await, b"");
+    }
+    eprintln!("{retried} of {ROUNDS} appends right after apply were retried");
+
+    // Right after a restart: the read finds every byte, and a plain-reader append lands.
+    let journal = "race/append/part-000";
+    let mut want = b"round 0: appended right after apply\n".to_vec();
+    broker.terminate().expect("broker stops");
+    broker.restart().expect("broker starts again");
+    assert_eq!(read_all(&client, journal).await, want, "read after restart");
+    let more = b"appended right after restart\n";
+    broker.terminate().expect("broker stops");
+    broker.restart().expect("broker starts again");
+    let done = appender
+        .append_reader(journal, stdin_like(more), &AppendOptions::default())
+        .await
+        .unwrap_or_else(|err| panic!("append right after restart: {err}"));
+    assert_eq!(done.commit.begin, want.len() as i64);
+    want.extend_from_slice(more);
+    assert_eq!(read_all(&client, journal).await, want);
+}
