@@ -282,7 +282,7 @@ impl FragmentStore {
 }
 
 /// Removes the values of secret query arguments, so URLs can be logged and reported.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     let Ok(mut parsed) = Url::parse(url) else {
         return url.to_owned();
     };

@@ -1,22 +1,29 @@
 //! The broker's API beyond appends and reads: gRPC health and reflection, `List` with
-//! `watch`, `metadata_only` reads, and `ListFragments` paging with signed URLs.
+//! `watch`, `metadata_only` reads, `ListFragments` paging with signed URLs, which stores
+//! `FragmentStoreHealth` may probe, and the statuses and texts of refused requests.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use folio_protocol::journal_client::JournalClient;
 use folio_protocol::{
-    AppendRequest, ApplyRequest, FragmentsRequest, ListRequest, ReadRequest, SpecsDocument, Status,
-    apply_request,
+    AppendRequest, ApplyRequest, FragmentStoreHealthRequest, FragmentsRequest, LabelSelector,
+    LabelSet, ListRequest, ReadRequest, SpecsDocument, Status, apply_request,
 };
 use folio_tests::BrokerProcess;
 use futures::StreamExt;
 use tonic::transport::Channel;
 
 fn create(yaml_name: &str, length: &str) -> ApplyRequest {
-    let yaml = format!(
-        "journals:\n  - name: {yaml_name}\n    fragment: {{ length: {length}, refresh_interval: 1s }}\n"
-    );
+    create_with(
+        yaml_name,
+        &format!("length: {length}, refresh_interval: 1s"),
+    )
+}
+
+/// Creates a journal whose `fragment:` mapping holds `fragment` (YAML flow entries).
+fn create_with(yaml_name: &str, fragment: &str) -> ApplyRequest {
+    let yaml = format!("journals:\n  - name: {yaml_name}\n    fragment: {{ {fragment} }}\n");
     let spec = SpecsDocument::from_yaml(&yaml).expect("spec").remove(0);
     ApplyRequest {
         changes: vec![apply_request::Change {
@@ -222,4 +229,253 @@ async fn health_reflection_watch_metadata_and_fragment_pages() {
             .all(|f| f.signed_url.starts_with("file://")),
         "signed URLs for persisted fragments"
     );
+}
+
+async fn health(
+    client: &mut JournalClient<Channel>,
+    store: &str,
+) -> Result<folio_protocol::FragmentStoreHealthResponse, tonic::Status> {
+    let request = FragmentStoreHealthRequest {
+        fragment_store: store.to_owned(),
+        check_delete: true,
+        ..Default::default()
+    };
+    client
+        .fragment_store_health(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// A health probe writes with the broker's credentials, so only stores named by a journal
+/// spec, or the broker's default store, may be probed; any other URL is refused without
+/// being opened (a `file://` one would otherwise create its directory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragment_store_health_probes_only_configured_stores() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().canonicalize().expect("canonical tempdir");
+    let broker = BrokerProcess::start(&root.join("data"), &[]).expect("start broker");
+    let mut client = broker.client().await.expect("broker answers");
+
+    // Unknown stores: refused, naming the field and the URL, and never opened.
+    let unknown_dir = root.join(folio_tests::unique_name("xyz-"));
+    let unknown = format!("file://{}/", unknown_dir.display());
+    for url in [unknown.as_str(), "s3://some-bucket/x/"] {
+        let err = health(&mut client, url).await.expect_err(url);
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{url}: {err:?}");
+        assert!(
+            err.message().starts_with(&format!(
+                "fragment_store: {url:?} is not a configured store"
+            )),
+            "{url}: {}",
+            err.message()
+        );
+    }
+    // A URL bringing its own endpoint and credentials is refused too, without echoing them.
+    let foreign =
+        "s3://some-bucket/x/?endpoint=http://127.0.0.1:9&region=us-east-1&secret_access_key=hush";
+    let err = health(&mut client, foreign).await.expect_err(foreign);
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(!err.message().contains("hush"), "{}", err.message());
+    assert!(
+        !unknown_dir.exists(),
+        "an unknown file:// store must not be created"
+    );
+
+    // The broker's default store may be probed.
+    let default = format!("file://{}/fragments/", root.join("data").display());
+    let response = health(&mut client, &default).await.expect("default store");
+    assert_eq!(
+        response.status(),
+        Status::Ok,
+        "{}",
+        response.store_health_error
+    );
+
+    // A store named by a journal spec may be probed, and the probe really runs there.
+    let spec_dir = root.join("spec-store");
+    let spec_store = format!("file://{}/", spec_dir.display());
+    let applied = client
+        .apply(create_with(
+            "api/health/part-000",
+            &format!("length: 1KiB, refresh_interval: 1s, stores: [\"{spec_store}\"]"),
+        ))
+        .await
+        .expect("apply")
+        .into_inner();
+    assert_eq!(applied.status(), Status::Ok);
+    let response = health(&mut client, &spec_store).await.expect("spec store");
+    assert_eq!(
+        response.status(),
+        Status::Ok,
+        "{}",
+        response.store_health_error
+    );
+    assert!(
+        spec_dir.join(".folio-health").is_dir(),
+        "the probe wrote to the spec's store"
+    );
+}
+
+fn code_and_message(result: Result<impl std::fmt::Debug, tonic::Status>) -> (tonic::Code, String) {
+    let err = result.expect_err("the request is refused");
+    (err.code(), err.message().to_owned())
+}
+
+/// Refused requests answer the status a client acts on, and a text naming the field, the
+/// value and the rule once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_name_field_value_and_rule_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]).expect("start broker");
+    let mut client = broker.client().await.expect("broker answers");
+    let journal = "api/refusals/part-000";
+    let applied = client
+        .apply(create(journal, "1MiB"))
+        .await
+        .expect("apply")
+        .into_inner();
+    assert_eq!(applied.status(), Status::Ok);
+    // Wait until the broker serves the journal.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while append(&mut client, journal, b"x\n").await != Status::Ok {
+        assert!(tokio::time::Instant::now() < deadline, "journal not served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A journal name error names `journal` once.
+    let read = ReadRequest {
+        journal: "/bad".into(),
+        ..Default::default()
+    };
+    let (code, message) = code_and_message(client.read(read).await);
+    assert_eq!(code, tonic::Code::InvalidArgument);
+    assert_eq!(message, "journal: \"/bad\" cannot begin with '/'");
+
+    // A negative duration names `signatureTTL` once, and reads like a duration.
+    let fragments = |token: i64, ttl_seconds: i64| FragmentsRequest {
+        journal: journal.into(),
+        next_page_token: token,
+        signature_ttl: Some(prost_types::Duration {
+            seconds: ttl_seconds,
+            nanos: 0,
+        }),
+        ..Default::default()
+    };
+    let (code, message) = code_and_message(client.list_fragments(fragments(0, -5)).await);
+    assert_eq!(code, tonic::Code::InvalidArgument);
+    assert_eq!(
+        message,
+        "signatureTTL: -5s is negative (expected a duration >= 0)"
+    );
+
+    // A negative page token is refused, as a negative page limit is.
+    let (code, message) = code_and_message(client.list_fragments(fragments(-1, 60)).await);
+    assert_eq!(code, tonic::Code::InvalidArgument);
+    assert!(
+        message.starts_with("next_page_token: -1 is negative"),
+        "{message}"
+    );
+
+    // A message over the broker's 4 MiB limit, as the first message or a later one: the
+    // broker refused it (RESOURCE_EXHAUSTED), the client did not abort (CANCELLED).
+    let big = Bytes::from(vec![b'b'; 5 << 20]);
+    let later = vec![
+        AppendRequest {
+            journal: journal.to_owned(),
+            ..Default::default()
+        },
+        AppendRequest {
+            content: big.clone(),
+            ..Default::default()
+        },
+        AppendRequest::default(),
+    ];
+    let first = vec![
+        AppendRequest {
+            journal: journal.to_owned(),
+            content: big,
+            ..Default::default()
+        },
+        AppendRequest::default(),
+    ];
+    for messages in [later, first] {
+        let (code, message) =
+            code_and_message(client.append(futures::stream::iter(messages)).await);
+        assert_eq!(code, tonic::Code::ResourceExhausted, "{message}");
+        assert!(
+            message.contains("exceeds the broker's limit of 4194304 bytes")
+                && message.contains("send smaller chunks"),
+            "{message}"
+        );
+    }
+
+    // REGISTER_MISMATCH answers the journal's current registers, as Gazette does.
+    let owned = AppendRequest {
+        journal: journal.to_owned(),
+        union_registers: Some(LabelSet::from_pairs([("owner", "a")])),
+        ..Default::default()
+    };
+    let messages = vec![
+        owned,
+        AppendRequest {
+            content: Bytes::from_static(b"mine\n"),
+            ..Default::default()
+        },
+        AppendRequest::default(),
+    ];
+    let response = client
+        .append(futures::stream::iter(messages))
+        .await
+        .expect("append")
+        .into_inner();
+    assert_eq!(response.status(), Status::Ok);
+    let checked = AppendRequest {
+        journal: journal.to_owned(),
+        check_registers: Some(LabelSelector::parse("owner=b").expect("selector")),
+        ..Default::default()
+    };
+    let messages = vec![
+        checked,
+        AppendRequest {
+            content: Bytes::from_static(b"theirs\n"),
+            ..Default::default()
+        },
+        AppendRequest::default(),
+    ];
+    let response = client
+        .append(futures::stream::iter(messages))
+        .await
+        .expect("append")
+        .into_inner();
+    assert_eq!(response.status(), Status::RegisterMismatch);
+    assert_eq!(
+        response.registers,
+        Some(LabelSet::from_pairs([("owner", "a")])),
+        "the journal's registers"
+    );
+
+    // WRONG_APPEND_OFFSET has Gazette's shape: the status and the header, nothing else
+    // (Gazette's AppendResponse has no write-head field; clients read it with a
+    // metadata-only read at offset -1).
+    let wrong = AppendRequest {
+        journal: journal.to_owned(),
+        offset: 1 << 40,
+        ..Default::default()
+    };
+    let messages = vec![
+        wrong,
+        AppendRequest {
+            content: Bytes::from_static(b"late\n"),
+            ..Default::default()
+        },
+        AppendRequest::default(),
+    ];
+    let response = client
+        .append(futures::stream::iter(messages))
+        .await
+        .expect("append")
+        .into_inner();
+    assert_eq!(response.status(), Status::WrongAppendOffset);
+    assert!(response.header.is_some());
+    assert_eq!((response.commit, response.registers), (None, None));
 }

@@ -150,7 +150,7 @@ impl Broker {
             (to_stop, to_update, to_start)
         };
         for spec in to_start {
-            match self.open_stores(&spec) {
+            match self.open_stores(&spec).await {
                 Ok(stores) => {
                     tracing::info!(journal = %spec.name, "serving journal");
                     let replica = Replica::start(spec.clone(), stores, self.replica_config.clone());
@@ -174,7 +174,9 @@ impl Broker {
         }
     }
 
-    fn open_stores(
+    /// Opens the spec's stores on a blocking thread: opening a `file://` store creates its
+    /// directory, which must not block a runtime worker.
+    async fn open_stores(
         &self,
         spec: &JournalSpec,
     ) -> Result<Vec<FragmentStore>, folio_fragment_store::Error> {
@@ -182,7 +184,30 @@ impl Broker {
             Some(stores) if !stores.is_empty() => stores,
             _ => self.default_store.iter().cloned().collect(),
         };
-        urls.iter().map(|u| FragmentStore::open(u)).collect()
+        let opening = tokio::task::spawn_blocking(move || {
+            urls.iter().map(|u| FragmentStore::open(u)).collect()
+        });
+        opening.await.unwrap_or_else(|join| {
+            Err(folio_fragment_store::Error::Io {
+                context: "opening fragment stores".into(),
+                source: std::io::Error::other(join),
+            })
+        })
+    }
+
+    /// Every store URL this broker may use: those named by journal specs, and its default
+    /// store. Only these may be probed for health.
+    pub(crate) fn known_store_urls(&self) -> Vec<String> {
+        let mut urls: Vec<String> = self
+            .specs()
+            .into_iter()
+            .filter_map(|entry| entry.spec.fragment)
+            .flat_map(|fragment| fragment.stores)
+            .collect();
+        urls.extend(self.default_store.iter().cloned());
+        urls.sort();
+        urls.dedup();
+        urls
     }
 
     /// Follows the keyspace until `cancel`: allocates, then reconciles, on every revision.

@@ -1,12 +1,11 @@
 //! The `protocol.Journal` gRPC service.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use folio_coordination::keyspace::{Compare, Op, Txn};
-use folio_fragment_store::FragmentStore;
-use folio_fragment_store::health::check_health;
+use folio_fragment_store::health::{check_health, known_store, open_off_runtime};
 use folio_fragment_store::sign::signed_url;
 use folio_journal::{AppendChunk, AppendParams, ReadEvent, ReadParams};
 use folio_protocol::journal_server::Journal;
@@ -24,7 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Streaming};
 
 use crate::broker::Broker;
-use crate::status::{Outcome, invalid, journal_outcome};
+use crate::status::{Outcome, invalid, invalid_field, journal_outcome, oversize_status};
 
 /// Default and largest `ListFragments` page.
 const DEFAULT_PAGE_LIMIT: usize = 1000;
@@ -99,8 +98,13 @@ impl JournalService {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn check_journal(journal: &str) -> Result<(), tonic::Status> {
-    folio_protocol::validate_journal_name(journal).map_err(|e| invalid("journal", e))
+    // The error names the field (`journal`) itself.
+    folio_protocol::validate_journal_name(journal).map_err(invalid_field)
 }
 
 #[tonic::async_trait]
@@ -115,7 +119,9 @@ impl Journal for JournalService {
     ) -> Result<Response<Self::ListStream>, tonic::Status> {
         let request = request.into_inner();
         let selector = request.selector.unwrap_or_default();
-        selector.validate().map_err(|e| invalid("selector", e))?;
+        selector
+            .validate()
+            .map_err(|e| invalid_field(e.within("selector")))?;
         if !request.watch {
             let snapshot = self.list_snapshot(&selector);
             return Ok(Response::new(Box::pin(futures::stream::once(async move {
@@ -170,15 +176,16 @@ impl Journal for JournalService {
             let (name, op) = match (&change.upsert, change.delete.as_str()) {
                 (Some(spec), "") => {
                     spec.validate()
-                        .map_err(|e| invalid(&format!("{field}.upsert"), e))?;
+                        .map_err(|e| invalid_field(e.within(format!("{field}.upsert"))))?;
                     (
                         spec.name.clone(),
                         Op::put(layout.spec_key(&spec.name), spec.encode_to_vec()),
                     )
                 }
                 (None, name) if !name.is_empty() => {
+                    // The error's own field is the spec's `name`; here it is `delete`.
                     folio_protocol::journal_name::validate_spec_name(name)
-                        .map_err(|e| invalid(&format!("{field}.delete"), e))?;
+                        .map_err(|e| invalid(&format!("{field}.delete"), e.message()))?;
                     if change.expect_mod_revision == 0 {
                         return Err(invalid(
                             &format!("{field}.expect_mod_revision"),
@@ -323,23 +330,30 @@ impl Journal for JournalService {
         let mut stream = request.into_inner();
         let first = stream
             .message()
-            .await?
+            .await
+            .map_err(|e| oversize_status(&e).unwrap_or(e))?
             .ok_or_else(|| invalid("append", "the stream ended before its first message"))?;
         check_journal(&first.journal)?;
         if first.offset < 0 {
-            return Err(invalid("offset", format!("{} is negative", first.offset)));
+            return Err(invalid(
+                "offset",
+                format!(
+                    "{} is negative (expected 0 for the write head, or the write head's offset)",
+                    first.offset
+                ),
+            ));
         }
         if let Some(selector) = &first.check_registers {
             selector
                 .validate()
-                .map_err(|e| invalid("check_registers", e))?;
+                .map_err(|e| invalid_field(e.within("check_registers")))?;
         }
         for (field, set) in [
             ("union_registers", &first.union_registers),
             ("subtract_registers", &first.subtract_registers),
         ] {
             if let Some(set) = set {
-                set.validate().map_err(|e| invalid(field, e))?;
+                set.validate().map_err(|e| invalid_field(e.within(field)))?;
             }
         }
         self.wait_revision(first.min_etcd_revision).await?;
@@ -358,14 +372,25 @@ impl Journal for JournalService {
         // Content in the first message (allowed by Gazette's clients) is the append's first chunk.
         let leading =
             (!first.content.is_empty()).then(|| Ok(AppendChunk::Content(first.content.clone())));
-        let chunks = futures::stream::iter(leading).chain(stream.map(|message| {
-            message.map(|m| {
-                if m.content.is_empty() {
-                    AppendChunk::Commit
-                } else {
-                    AppendChunk::Content(m.content)
-                }
-            })
+        // The replica sees any stream error as the client aborting. A message over the size
+        // limit is the broker refusing it, not the client aborting: remember it, to answer
+        // RESOURCE_EXHAUSTED instead of CANCELLED.
+        let oversize = Arc::new(Mutex::new(None));
+        let seen = oversize.clone();
+        let chunks = futures::stream::iter(leading).chain(stream.map(move |message| {
+            message
+                .map(|m| {
+                    if m.content.is_empty() {
+                        AppendChunk::Commit
+                    } else {
+                        AppendChunk::Content(m.content)
+                    }
+                })
+                .inspect_err(|e| {
+                    if let Some(status) = oversize_status(e) {
+                        *lock(&seen) = Some(status);
+                    }
+                })
         }));
         let params = AppendParams {
             offset: first.offset,
@@ -381,19 +406,31 @@ impl Journal for JournalService {
                 registers: Some(outcome.registers),
                 ..Default::default()
             })),
-            Err(err) => match journal_outcome(err) {
-                Outcome::Journal { status, detail } => Ok(Response::new(AppendResponse {
-                    status: status as i32,
-                    header,
-                    store_health_error: if status == Status::FragmentStoreUnhealthy {
-                        detail
-                    } else {
-                        String::new()
-                    },
-                    ..Default::default()
-                })),
-                Outcome::Rpc(status) => Err(status),
-            },
+            Err(err) => {
+                // The stream ended on a message the broker refused as too large.
+                if matches!(err, folio_journal::Error::Aborted(_))
+                    && let Some(refused) = lock(&oversize).take()
+                {
+                    return Err(refused);
+                }
+                match journal_outcome(err) {
+                    Outcome::Journal { status, detail } => Ok(Response::new(AppendResponse {
+                        status: status as i32,
+                        header,
+                        store_health_error: if status == Status::FragmentStoreUnhealthy {
+                            detail
+                        } else {
+                            String::new()
+                        },
+                        // As Gazette: a mismatch answers the journal's registers, so the
+                        // client sees what its selector was checked against.
+                        registers: (status == Status::RegisterMismatch)
+                            .then(|| replica.registers()),
+                        ..Default::default()
+                    })),
+                    Outcome::Rpc(status) => Err(status),
+                }
+            }
         }
     }
 
@@ -415,14 +452,26 @@ impl Journal for JournalService {
         if request.page_limit < 0 {
             return Err(invalid(
                 "page_limit",
-                format!("{} is negative", request.page_limit),
+                format!(
+                    "{} is negative (expected 0 for the default of {DEFAULT_PAGE_LIMIT}, or a positive limit)",
+                    request.page_limit
+                ),
             ));
         }
         if request.end_mod_time != 0 && request.end_mod_time < request.begin_mod_time {
             return Err(invalid("end_mod_time", "is before begin_mod_time"));
         }
-        let ttl = duration_of(request.signature_ttl.as_ref(), "signatureTTL")
-            .map_err(|e| invalid("signatureTTL", e))?;
+        if request.next_page_token < 0 {
+            return Err(invalid(
+                "next_page_token",
+                format!(
+                    "{} is negative (expected 0 for the first page, or a token from a previous response)",
+                    request.next_page_token
+                ),
+            ));
+        }
+        let ttl =
+            duration_of(request.signature_ttl.as_ref(), "signatureTTL").map_err(invalid_field)?;
         let header = Some(self.broker.header());
         let Some(replica) = self.broker.replica(&request.journal) else {
             let status = self.not_served(&request.journal);
@@ -488,10 +537,26 @@ impl Journal for JournalService {
         request: Request<FragmentStoreHealthRequest>,
     ) -> Result<Response<FragmentStoreHealthResponse>, tonic::Status> {
         let request = request.into_inner();
-        let store = FragmentStore::open(&request.fragment_store)
-            .map_err(|e| invalid("fragment_store", e))?;
+        // A probe writes objects with the broker's credentials: only stores the broker is
+        // configured with may be probed, and the configured URL is the one opened.
+        let known = self.broker.known_store_urls();
+        let url = known_store(&request.fragment_store, known.iter().map(String::as_str)).map_err(
+            |unknown| {
+                invalid(
+                    "fragment_store",
+                    format!(
+                        "{unknown} (only stores named by journal specs, and this broker's \
+                         default store, may be probed)"
+                    ),
+                )
+            },
+        )?;
         let header = Some(self.broker.header());
-        let (status, error) = match check_health(&store, request.check_delete).await {
+        let probed = match open_off_runtime(url).await {
+            Ok(store) => check_health(&store, request.check_delete).await,
+            Err(err) => Err(err),
+        };
+        let (status, error) = match probed {
             Ok(()) => (Status::Ok, String::new()),
             Err(err) => (Status::FragmentStoreUnhealthy, err.to_string()),
         };

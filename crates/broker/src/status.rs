@@ -54,3 +54,39 @@ pub fn store_status(err: &folio_fragment_store::Error) -> tonic::Status {
 pub fn invalid(field: &str, err: impl std::fmt::Display) -> tonic::Status {
     tonic::Status::invalid_argument(format!("{field}: {err}"))
 }
+
+/// A malformed request whose error names its own field (the path of a `ValidationError`),
+/// so the field is not repeated.
+pub fn invalid_field(err: folio_protocol::ValidationError) -> tonic::Status {
+    tonic::Status::invalid_argument(err.to_string())
+}
+
+/// The answer to an append message over the broker's size limit, when `err` is tonic's
+/// decode error for one: RESOURCE_EXHAUSTED, naming the size and the limit. tonic reports it
+/// as `OUT_OF_RANGE` (or `RESOURCE_EXHAUSTED`) with "decoded message length too large:
+/// found N bytes, the limit is: M bytes".
+pub fn oversize_status(err: &tonic::Status) -> Option<tonic::Status> {
+    use tonic::Code;
+    let text = err.message();
+    if !matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted)
+        || !text.contains("decoded message length too large")
+    {
+        return None;
+    }
+    let number_after = |marker: &str| -> Option<u64> {
+        let rest = &text[text.find(marker)? + marker.len()..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    };
+    let message = match (number_after("found "), number_after("the limit is: ")) {
+        (Some(size), Some(limit)) => format!(
+            "append message of {size} bytes exceeds the broker's limit of {limit} bytes \
+             (--max-message-size); send smaller chunks"
+        ),
+        _ => format!(
+            "an append message exceeds the broker's size limit (--max-message-size): {text}; \
+             send smaller chunks"
+        ),
+    };
+    Some(tonic::Status::resource_exhausted(message))
+}

@@ -446,11 +446,25 @@ fn append_and_read_back_bytes() {
             Some(b"x"),
         )
         .err();
-    assert!(err.contains("WRONG_APPEND_OFFSET"), "{err}");
+    assert_eq!(
+        err,
+        "folio: append \"acme/clicks/part-000\": WRONG_APPEND_OFFSET: --expect-offset 3 is not \
+         the journal's write head 5021; pass --expect-offset 5021, or 0 to append wherever the \
+         head is"
+    );
     assert_eq!(
         broker.append(journal, b"!").as_str(),
         "5021..5022",
         "the refused append left the head alone"
+    );
+    let out = broker.run_with_input(
+        &["append", "-j", journal, "--expect-offset", "5022"],
+        Some(b"?"),
+    );
+    assert_eq!(
+        out.ok(),
+        "5022..5023\n",
+        "the head the error named is accepted"
     );
 
     // --tail starts at the write head and follows new appends.
@@ -499,6 +513,79 @@ fn append_and_read_back_bytes() {
         "a tail starts at the write head, not at 0: {:?}",
         String::from_utf8_lossy(&seen)
     );
+}
+
+#[test]
+fn reads_past_the_write_head_name_it() {
+    let broker = Broker::start();
+    let specs = broker.write_file("specs.yaml", SPECS.as_bytes());
+    broker.run(&["apply", "-f", &specs]).ok();
+    let journal = "acme/clicks/part-000";
+
+    // An empty journal's head is 0.
+    let err = broker.run(&["read", "-j", journal, "--offset", "5"]).err();
+    assert_eq!(
+        err,
+        "folio: read \"acme/clicks/part-000\": --offset 5 is past the journal's write head 0; \
+         pass an offset up to 0, or --block to wait for the journal to reach it"
+    );
+
+    assert_eq!(broker.append(journal, b"0123456789"), "0..10");
+    let at_head = broker.run(&["read", "-j", journal, "--offset", "10"]);
+    assert_eq!(
+        at_head.ok(),
+        "",
+        "at the head there is nothing yet, and that is no error"
+    );
+    let out = broker.run(&["read", "-j", journal, "--offset", "11", "--end", "13"]);
+    assert_eq!(out.code, Some(1));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        out.err(),
+        "folio: read \"acme/clicks/part-000\": --offset 11 is past the journal's write head 10; \
+         pass an offset up to 10, or --block to wait for the journal to reach it"
+    );
+
+    // With --block the same read waits for the journal to get there.
+    let blocked = Command::new(env!("CARGO_BIN_EXE_folio"))
+        .args(["journals", "--broker", &broker.url, "read", "-j", journal])
+        .args(["--offset", "11", "--end", "13", "--block"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("blocking read starts");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(broker.append(journal, b"abcd"), "10..14");
+    let out = blocked
+        .wait_with_output()
+        .expect("blocking read ends at --end");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"bc");
+}
+
+#[test]
+fn stdin_appends_right_after_apply_are_retried() {
+    let broker = Broker::start();
+    // The journal is assigned a moment after its spec is applied; until then the broker
+    // answers NO_JOURNAL_PRIMARY_BROKER, which standard input must ride out too.
+    for round in 0..6 {
+        let journal = format!("acme/race/part-{round:03}");
+        let specs = broker.write_file(
+            "race.yaml",
+            format!("journals: [{{name: {journal}}}]\n").as_bytes(),
+        );
+        broker.run(&["apply", "-f", &specs]).ok();
+        let line = format!("round {round}\n");
+        assert_eq!(
+            broker.append(&journal, line.as_bytes()),
+            format!("0..{}", line.len())
+        );
+        assert_eq!(broker.run(&["read", "-j", &journal]).ok(), line);
+    }
 }
 
 #[test]
@@ -553,6 +640,24 @@ fn bad_input_is_one_line_naming_the_problem() {
     let err = broker.run(&["list", "-l", "app in eu"]).err();
     assert!(err.starts_with("folio: parsing --selector"), "{err}");
     assert!(err.contains("expected '('"), "{err}");
+
+    let err = broker
+        .run(&["read", "-j", "acme/x", "--retry-for", "soon"])
+        .err();
+    assert!(
+        err.starts_with("folio: invalid value 'soon' for '--retry-for <RETRY_FOR>'"),
+        "{err}"
+    );
+    let err = folio_env(
+        &["journals", "--broker", &broker.url, "read", "-j", "acme/x"],
+        None,
+        &[("FOLIO_RETRY_FOR", "soon")],
+    )
+    .err();
+    assert!(
+        err.contains("'--retry-for <RETRY_FOR>'"),
+        "from the environment: {err}"
+    );
 
     let err = broker
         .run(&["read", "-j", "acme/x", "--offset", "1", "--tail"])
@@ -652,34 +757,22 @@ fn health_reports_each_store() {
     let out = broker.run(&["health", "--store", &store]).ok();
     assert_eq!(out, format!("{store}: OK\n"));
 
-    let err = broker.run(&["health", "--store", "file:///proc/forbidden-dir/"]);
+    // A store no spec names is not probed (a probe writes with the broker's credentials),
+    // and nothing is created there.
+    let stray = broker.data.parent().expect("parent").join("stray");
+    let stray_store = format!("file://{}/", stray.display());
+    let err = broker.run(&["health", "--store", &stray_store]);
     let line = err.err();
     assert_eq!(
         line,
-        "folio: checking store health: 1 of 1 fragment stores unhealthy: file:///proc/forbidden-dir/"
+        format!("folio: checking store health: 1 of 1 fragment stores unhealthy: {stray_store}")
     );
     let text = String::from_utf8_lossy(&err.stdout);
     assert!(
-        text.starts_with("file:///proc/forbidden-dir/: ")
-            && text.contains("cannot create directory"),
+        text.starts_with(&format!("{stray_store}: ")) && text.contains("is not a configured store"),
         "{text}"
     );
-
-    let s3 = "s3://bucket/x/?endpoint=http://127.0.0.1:9&region=us-east-1&access_key_id=a&secret_access_key=hush";
-    let out = broker.run(&["health", "--store", &store, "--store", s3]);
-    let line = out.err();
-    assert!(line.contains("1 of 2 fragment stores unhealthy"), "{line}");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with(&format!("{store}: OK\n")), "{text}");
-    assert!(text.contains("FRAGMENT_STORE_UNHEALTHY"), "{text}");
-    assert!(
-        text.contains("check that the store endpoint is reachable"),
-        "{text}"
-    );
-    assert!(
-        !text.contains("hush") && !line.contains("hush"),
-        "secrets are redacted: {text}"
-    );
+    assert!(!stray.exists(), "the probe created {}", stray.display());
 
     // Without --store: every store the specs name.
     let own = broker.data.parent().expect("parent").join("own");
@@ -702,6 +795,35 @@ fn health_reports_each_store() {
     );
     let err = broker.run(&["health", "-l", "prefix=acme/plain/"]).err();
     assert!(err.contains("no spec names a store"), "{err}");
+
+    // Stores that specs name are probed, and their failures explained.
+    let s3 = "s3://bucket/x/?endpoint=http://127.0.0.1:9&region=us-east-1&access_key_id=a&secret_access_key=hush";
+    let forbidden = "file:///proc/forbidden-dir/";
+    let specs = broker.write_file(
+        "broken.yaml",
+        format!(
+            "journals:\n  - name: acme/s3/part-000\n    fragment: {{stores: [\"{s3}\"]}}\n  - name: acme/proc/part-000\n    fragment: {{stores: [\"{forbidden}\"]}}\n"
+        )
+        .as_bytes(),
+    );
+    broker.run(&["apply", "-f", &specs]).ok();
+    let out = broker.run(&[
+        "health", "--store", &store, "--store", s3, "--store", forbidden,
+    ]);
+    let line = out.err();
+    assert!(line.contains("2 of 3 fragment stores unhealthy"), "{line}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with(&format!("{store}: OK\n")), "{text}");
+    assert!(text.contains("FRAGMENT_STORE_UNHEALTHY"), "{text}");
+    assert!(
+        text.contains("check that the store endpoint is reachable"),
+        "{text}"
+    );
+    assert!(text.contains("cannot create directory"), "{text}");
+    assert!(
+        !text.contains("hush") && !line.contains("hush"),
+        "secrets are redacted: {text}"
+    );
 }
 
 #[test]
