@@ -12,7 +12,7 @@ use std::time::Duration;
 use folio_fragment_store::FragmentStore;
 use folio_fragment_store::persist::{PersistOptions, persist};
 use folio_protocol::{Fragment, PathPostfixTemplate};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::Charge;
@@ -41,6 +41,7 @@ pub(crate) async fn run(
     store: Option<FragmentStore>,
     options: PersistOptions,
     sink: Arc<dyn PersistSink>,
+    slots: Arc<Semaphore>,
     cancel: CancellationToken,
 ) {
     // Without a store, closed fragments stay in memory (and readable) until shutdown,
@@ -61,6 +62,16 @@ pub(crate) async fn run(
         }
         let mut backoff = Duration::from_millis(100);
         loop {
+            // Uploads of every journal share the broker's slots: a few at a time finish
+            // (and release their memory) sooner than all of them at once.
+            let slot = tokio::select! {
+                slot = slots.acquire() => slot.expect("the upload slots are never closed"),
+                () = cancel.cancelled() => {
+                    tracing::error!(journal = %fragment.journal, begin = fragment.begin, end = fragment.end,
+                        "shutting down with an unpersisted fragment");
+                    return;
+                }
+            };
             let attempt = persist(store, &fragment, &job.closed.chunks, &options);
             let result = tokio::select! {
                 r = attempt => r,
@@ -70,6 +81,7 @@ pub(crate) async fn run(
                     return;
                 }
             };
+            drop(slot);
             match result {
                 Ok(stored) => {
                     sink.store_health(None);

@@ -37,6 +37,9 @@ use crate::spool::{ClosedFragment, Spool, chunk_starts, read_chunks};
 /// Largest content of one read response.
 pub const READ_CHUNK: usize = 128 << 10;
 
+/// Default number of fragment uploads a broker runs at once.
+pub const DEFAULT_UPLOADS: usize = 4;
+
 /// Largest persisted fragment a read checks whole before sending, when other listed files
 /// overlap it (larger ones stream as they decode).
 const VERIFY_BEFORE_SENDING: i64 = 64 << 20;
@@ -55,6 +58,8 @@ pub struct ReplicaConfig {
     pub signed_url_ttl: Duration,
     /// The rate below which an append's client is too slow and its append is aborted.
     pub min_append_rate: MinAppendRate,
+    /// Fragment uploads in progress at once, across every journal of the broker.
+    pub upload_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl ReplicaConfig {
@@ -66,6 +71,7 @@ impl ReplicaConfig {
             budget_wait: Duration::from_secs(10),
             signed_url_ttl: Duration::from_secs(60),
             min_append_rate: MinAppendRate::default(),
+            upload_slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_UPLOADS)),
         }
     }
 }
@@ -249,6 +255,7 @@ impl Replica {
                 stores.first().cloned(),
                 config.persist.clone(),
                 sink,
+                config.upload_slots.clone(),
                 replica.inner.cancel.clone(),
             ));
             let refresher = replica.clone();

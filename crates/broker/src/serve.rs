@@ -49,6 +49,8 @@ pub struct BrokerConfig {
     pub budget_wait: Duration,
     /// Appends whose clients send content slower than this are aborted and rolled back.
     pub min_append_rate: MinAppendRate,
+    /// Fragment uploads in progress at once, across all journals (at least 1).
+    pub max_uploads: usize,
 }
 
 impl Default for BrokerConfig {
@@ -65,6 +67,7 @@ impl Default for BrokerConfig {
             max_message_size: 4 << 20,
             budget_wait: Duration::from_secs(10),
             min_append_rate: MinAppendRate::default(),
+            max_uploads: folio_journal::replica::DEFAULT_UPLOADS,
         }
     }
 }
@@ -131,6 +134,7 @@ pub async fn serve(
     let mut replica_config = ReplicaConfig::new(config.memory_budget);
     replica_config.budget_wait = config.budget_wait;
     replica_config.min_append_rate = config.min_append_rate;
+    replica_config.upload_slots = Arc::new(tokio::sync::Semaphore::new(config.max_uploads.max(1)));
     let broker = Arc::new(Broker::new(
         id,
         endpoint.clone(),

@@ -65,6 +65,10 @@ pub struct ServeArgs {
     /// rate.
     #[arg(long, default_value = "1s", env = "FOLIO_MIN_APPEND_BURST", value_parser = humantime::parse_duration)]
     pub min_append_burst: Duration,
+    /// Fragment uploads in progress at once, across all journals. A few at a time finish
+    /// (and release their memory to waiting appends) sooner than many at once.
+    #[arg(long, default_value_t = 4, env = "FOLIO_MAX_UPLOADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_uploads: u16,
 }
 
 /// Runs the broker until SIGINT or SIGTERM.
@@ -122,6 +126,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         max_message_size: max_message,
         budget_wait: args.budget_wait,
         min_append_rate,
+        max_uploads: usize::from(args.max_uploads),
     };
     let mode = if args.etcd.is_empty() {
         format!("embedded keyspace in {}", data_dir.display())
