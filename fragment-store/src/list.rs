@@ -26,6 +26,29 @@ pub async fn list_fragments(
     journal: &str,
     template: &PathPostfixTemplate,
 ) -> Result<Vec<Fragment>> {
+    Ok(list_journal(store, journal, template).await?.fragments)
+}
+
+/// A journal's listing: its own fragments, and how far the files under its prefix that
+/// belong to other journals reach.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Listing {
+    /// The journal's fragment files, as [`list_fragments`] returns them.
+    pub fragments: Vec<Fragment>,
+    /// The greatest end offset of the fragment files under `{journal}/` that were skipped
+    /// as another journal's (0 when there are none). A replica that finds no content of
+    /// its own starts its write head at least here, so that even if such files were the
+    /// journal's after all (written under a template it no longer has), no offset is ever
+    /// written twice with different content.
+    pub foreign_end: i64,
+}
+
+/// Like [`list_fragments`], also measuring the other journals' files (see [`Listing`]).
+pub async fn list_journal(
+    store: &FragmentStore,
+    journal: &str,
+    template: &PathPostfixTemplate,
+) -> Result<Listing> {
     folio_protocol::validate_journal_name(journal).map_err(|e| Error::InvalidFragment {
         fragment: journal.to_owned(),
         reason: e.to_string(),
@@ -33,6 +56,7 @@ pub async fn list_fragments(
     let prefix: Path = store.path(journal)?;
     let mut listing = store.object_store().list(Some(&prefix));
     let mut out = Vec::new();
+    let mut foreign_end = 0;
     while let Some(meta) = listing
         .try_next()
         .await
@@ -51,6 +75,9 @@ pub async fn list_fragments(
                 postfix,
                 "skipping another journal's object (its path is not a rendering of this journal's postfix template)"
             );
+            if let Ok(fragment) = parse_fragment_path(journal, relative) {
+                foreign_end = foreign_end.max(fragment.end);
+            }
             continue;
         }
         match parse_fragment_path(journal, relative) {
@@ -65,7 +92,10 @@ pub async fn list_fragments(
         }
     }
     out.sort_by_key(|f| (f.begin, f.end));
-    Ok(out)
+    Ok(Listing {
+        fragments: out,
+        foreign_end,
+    })
 }
 
 /// The path between `{journal}/` and the file name of the store-relative `path` (empty

@@ -4,8 +4,10 @@
 //! Appends to a journal are serialized, so a client that opens an append and then stalls
 //! holds every other writer of that journal behind it. Each append therefore carries a
 //! balance of credit: it starts at `burst` worth of bytes, every byte the client sends adds
-//! to it (up to the same cap), and it drains at the minimum rate while the replica waits
-//! for the client. When the balance would go negative the append is aborted and rolled
+//! to it, and it drains at the minimum rate while the replica waits for the client. The
+//! balance is capped at the larger of the burst and the largest message a client may send,
+//! because content arrives in whole messages: a client sending 1 MiB messages at 500 KiB/s
+//! is well above a 64 KiB/s minimum although a second passes between its messages. When the balance would go negative the append is aborted and rolled
 //! back. Time the replica itself spends waiting (for memory, or for `max_append_rate`) is
 //! excused: only the client's own slowness counts.
 
@@ -20,6 +22,9 @@ pub struct MinAppendRate {
     pub bytes_per_second: u64,
     /// Credit an append starts with, as time at the minimum rate.
     pub burst: Duration,
+    /// The largest message (content chunk) a client may send, in bytes: the most credit
+    /// one message can bank.
+    pub max_chunk: u64,
 }
 
 impl Default for MinAppendRate {
@@ -28,6 +33,7 @@ impl Default for MinAppendRate {
         Self {
             bytes_per_second: 64 << 10,
             burst: Duration::from_secs(1),
+            max_chunk: 4 << 20,
         }
     }
 }
@@ -37,6 +43,7 @@ impl MinAppendRate {
     pub const DISABLED: MinAppendRate = MinAppendRate {
         bytes_per_second: 0,
         burst: Duration::ZERO,
+        max_chunk: 0,
     };
 }
 
@@ -66,11 +73,11 @@ impl FlowControl {
     /// Credit for an append starting at `now`.
     pub(crate) fn new(policy: MinAppendRate, now: Instant) -> Self {
         let rate = policy.bytes_per_second as f64;
-        let cap = (rate * policy.burst.as_secs_f64()).max(0.0);
+        let burst = (rate * policy.burst.as_secs_f64()).max(0.0);
         Self {
             rate,
-            cap,
-            balance: cap,
+            cap: burst.max(policy.max_chunk as f64),
+            balance: burst,
             last: now,
         }
     }
@@ -110,6 +117,7 @@ mod tests {
     const POLICY: MinAppendRate = MinAppendRate {
         bytes_per_second: 1000,
         burst: Duration::from_secs(1),
+        max_chunk: 0,
     };
 
     #[test]
@@ -138,6 +146,30 @@ mod tests {
         }
         let left = flow.deadline().expect("policed") - now;
         assert!(left < Duration::from_millis(150), "{left:?}");
+    }
+
+    #[test]
+    fn a_large_message_banks_credit_for_the_next() {
+        let policy = MinAppendRate {
+            max_chunk: 10_000,
+            ..POLICY
+        };
+        let start = Instant::now();
+        let mut flow = FlowControl::new(policy, start);
+        assert_eq!(flow.deadline(), Some(start + Duration::from_secs(1)));
+        // A first 10 kB within the burst, then 10 kB every 2 s (5000 B/s, five times the
+        // minimum): never policed, although each wait outlasts the 1 s burst.
+        let mut now = start + Duration::from_millis(500);
+        flow.received(10_000, now);
+        for _ in 0..10 {
+            now += Duration::from_secs(2);
+            assert!(
+                flow.deadline().expect("policed") >= now,
+                "policed at {now:?}"
+            );
+            flow.received(10_000, now);
+        }
+        assert_eq!(flow.deadline(), Some(now + Duration::from_secs(10)));
     }
 
     #[test]

@@ -7,14 +7,14 @@
 //! and proposals to peers. Reads never take the append lock: they look up the committed
 //! state under a short-lived mutex and stream without it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use folio_fragment_store::index::Lookup;
 use folio_fragment_store::index::same_file;
-use folio_fragment_store::list::list_fragments;
+use folio_fragment_store::list::list_journal;
 use folio_fragment_store::persist::PersistOptions;
 use folio_fragment_store::read::{read_fragment, read_whole};
 use folio_fragment_store::sign::signed_url;
@@ -36,6 +36,10 @@ use crate::spool::{ClosedFragment, Spool, chunk_starts, read_chunks};
 
 /// Largest content of one read response.
 pub const READ_CHUNK: usize = 128 << 10;
+
+/// Reads verifying a whole fragment before sending it, at once (each holds up to
+/// [`VERIFY_BEFORE_SENDING`] bytes outside the memory budget).
+const VERIFYING_READS: usize = 2;
 
 /// Default number of fragment uploads a broker runs at once.
 pub const DEFAULT_UPLOADS: usize = 4;
@@ -60,6 +64,8 @@ pub struct ReplicaConfig {
     pub min_append_rate: MinAppendRate,
     /// Fragment uploads in progress at once, across every journal of the broker.
     pub upload_slots: Arc<tokio::sync::Semaphore>,
+    /// Reads that hold a whole fragment to verify it before sending, at once.
+    pub verify_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl ReplicaConfig {
@@ -72,6 +78,7 @@ impl ReplicaConfig {
             signed_url_ttl: Duration::from_secs(60),
             min_append_rate: MinAppendRate::default(),
             upload_slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_UPLOADS)),
+            verify_slots: Arc::new(tokio::sync::Semaphore::new(VERIFYING_READS)),
         }
     }
 }
@@ -190,8 +197,8 @@ struct State {
     /// Every fragment of the last store listing, covered ones included: where a read
     /// turns when the file the index chose is corrupt.
     listing: Vec<Fragment>,
-    /// Files found corrupt (by store and path), kept out of the index.
-    corrupt: HashSet<String>,
+    /// Files found corrupt (by store and path), kept out of the index, with what was wrong.
+    corrupt: HashMap<String, String>,
     registers: LabelSet,
     /// Charge of the spool's committed content.
     spool_charge: Option<Charge>,
@@ -234,7 +241,7 @@ impl Replica {
                 local: BTreeMap::new(),
                 index: FragmentIndex::new(),
                 listing: Vec::new(),
-                corrupt: HashSet::new(),
+                corrupt: HashMap::new(),
                 registers: LabelSet::default(),
                 spool_charge: None,
                 persist_tx: Some(persist_tx),
@@ -442,13 +449,17 @@ impl Replica {
             if let (Some(subtract), true) = (&params.subtract_registers, appended) {
                 state.registers = state.registers.subtract(subtract);
             }
-            if state.spool_charge.is_none() {
-                budget.spool_opened();
+            // The spool counts as open (sharing the budget) from its first committed byte
+            // until it is rolled; an append of no bytes (registers only) leaves it as is.
+            if appended {
+                match state.spool_charge.as_mut() {
+                    Some(held) => held.merge(charge),
+                    None => {
+                        budget.spool_opened();
+                        state.spool_charge = Some(charge);
+                    }
+                }
             }
-            state
-                .spool_charge
-                .get_or_insert_with(|| budget.empty())
-                .merge(charge);
             (commit, state.registers.clone())
         };
         // With peers, this is where the proposal is acknowledged by every replica.
@@ -536,7 +547,7 @@ impl Replica {
             }
         };
         match closing {
-            Some((closed, charge, Some(tx))) => self.enqueue(&tx, closed, charge, spec).await,
+            Some((closed, charge, Some(tx))) => self.enqueue(&tx, closed, charge, spec),
             Some((closed, charge, None)) => {
                 // Shutting down: keep it readable and charged until the process ends.
                 tracing::error!(journal = %self.inner.name, begin = closed.fragment.begin, "fragment closed after the persister stopped");
@@ -562,7 +573,10 @@ impl Replica {
         }
     }
 
-    async fn enqueue(
+    /// Hands a closed fragment to the persister without waiting: the fragment is already
+    /// in `local`, so nothing may stand between the two (not a full queue, and not the
+    /// caller's future being dropped, which would strand it unpersisted).
+    fn enqueue(
         &self,
         tx: &mpsc::Sender<PersistJob>,
         closed: ClosedFragment,
@@ -574,16 +588,29 @@ impl Replica {
             .as_ref()
             .map(|f| f.path_postfix_template.clone())
             .unwrap_or_default();
-        if tx
-            .send(PersistJob {
-                closed,
-                charge,
-                template,
-            })
-            .await
-            .is_err()
-        {
-            tracing::error!(journal = %self.inner.name, "persister stopped; fragment kept in memory");
+        let job = PersistJob {
+            closed,
+            charge,
+            template,
+        };
+        match tx.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(job)) => {
+                // The queue is bounded; a task carries the job until there is room.
+                let tx = tx.clone();
+                let journal = self.inner.name.clone();
+                tokio::spawn(async move {
+                    if let Err(refused) = tx.send(job).await {
+                        tracing::error!(%journal, "persister stopped; fragment kept in memory");
+                        std::mem::forget(refused.0.charge);
+                    }
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(job)) => {
+                // Keep it readable and charged until the process ends.
+                tracing::error!(journal = %self.inner.name, "persister stopped; fragment kept in memory");
+                std::mem::forget(job.charge);
+            }
         }
     }
 
@@ -594,16 +621,20 @@ impl Replica {
         loop {
             let started = now_unix();
             let mut listed = Vec::new();
+            let mut foreign_end = 0;
             let mut failure = None;
             for store in &self.inner.stores {
-                match list_fragments(
+                match list_journal(
                     store,
                     &self.inner.name,
                     &self.spec().path_postfix().unwrap_or_default(),
                 )
                 .await
                 {
-                    Ok(fragments) => listed.extend(fragments),
+                    Ok(listing) => {
+                        listed.extend(listing.fragments);
+                        foreign_end = foreign_end.max(listing.foreign_end);
+                    }
                     Err(err) => failure = Some(err.to_string()),
                 }
             }
@@ -615,7 +646,7 @@ impl Replica {
                     backoff
                 }
                 None => {
-                    self.apply_listing(listed, started);
+                    self.apply_listing(listed, foreign_end, started);
                     backoff = Duration::from_millis(100);
                     let spec = self.spec();
                     duration_of(
@@ -636,7 +667,7 @@ impl Replica {
     }
 
     /// Makes `listed` (a listing begun at `started`) the index's persisted fragments.
-    fn apply_listing(&self, listed: Vec<Fragment>, started: i64) {
+    fn apply_listing(&self, listed: Vec<Fragment>, foreign_end: i64, started: i64) {
         let first = !*self.inner.listed.borrow();
         let mut state = self.lock_state();
         // Fragments this replica persisted while the listing ran may be missing from it;
@@ -650,7 +681,7 @@ impl Replica {
             .collect();
         let usable = listed
             .iter()
-            .filter(|f| !state.corrupt.contains(&file_key(f)))
+            .filter(|f| !state.corrupt.contains_key(&file_key(f)))
             .cloned()
             .collect::<Vec<_>>();
         state.listing = listed;
@@ -660,8 +691,20 @@ impl Replica {
         }
         if first {
             // Nothing was appended before the first listing: start the spool at the end
-            // of persisted content.
-            let end = state.index.end_offset();
+            // of persisted content. A journal with no files of its own starts past any
+            // other journal's files under its prefix: they may be its own from before it
+            // was deleted and re-created with another template, and an offset must never
+            // be written twice with different content.
+            let own_end = state.index.end_offset();
+            let end = if state.index.is_empty() {
+                foreign_end
+            } else {
+                own_end
+            };
+            if end > own_end {
+                tracing::warn!(journal = %self.inner.name, own_end, start = end,
+                    "files of other journals under this journal's prefix reach further than its own; starting its write head past them");
+            }
             let codec = state.spool.codec();
             state.spool = Spool::new(&self.inner.name, end, codec);
             self.inner.head.send_replace(end);
@@ -772,7 +815,10 @@ impl Replica {
                     {
                         Ok(true) => corrupt_at = None,
                         Ok(false) => return Ok(()),
-                        Err(err) if is_corrupt(&err) => {
+                        Err(err) if is_corrupt(&err) && self.has_alternative(&fragment) => {
+                            // Only a file others can stand in for is set aside: the only
+                            // copy of some offsets keeps answering its error (which may
+                            // have been the network's, not the file's).
                             self.set_aside(&fragment, &err);
                             if offset != from {
                                 // The reader already has bytes of this file: it must not
@@ -785,6 +831,13 @@ impl Replica {
                         }
                         Err(err) => return Err(err),
                     }
+                }
+                Located::Corrupt { fragment, reason } => {
+                    return Err(Error::Store(folio_fragment_store::Error::Corrupt {
+                        path: file_key(&fragment),
+                        codec: fragment.codec().as_str_name().to_owned(),
+                        reason: format!("set aside earlier as corrupt ({reason})"),
+                    }));
                 }
                 Located::Gap { next } => {
                     if let Some((at, err)) = corrupt_at.take()
@@ -822,6 +875,14 @@ impl Replica {
         tx: &mpsc::Sender<Result<ReadEvent>>,
     ) -> Result<bool> {
         if self.has_alternative(fragment) && fragment.content_length() <= VERIFY_BEFORE_SENDING {
+            // Bounded: such reads hold a whole file in memory, outside the budget.
+            let _slot = self
+                .inner
+                .config
+                .verify_slots
+                .acquire()
+                .await
+                .expect("the verify slots are never closed");
             let whole = read_whole(store, fragment).await?;
             let from = (*offset - fragment.begin) as usize;
             let to = (end - fragment.begin) as usize;
@@ -860,7 +921,7 @@ impl Replica {
             f.begin < fragment.end
                 && fragment.begin < f.end
                 && !same_file(f, fragment)
-                && !state.corrupt.contains(&file_key(f))
+                && !state.corrupt.contains_key(&file_key(f))
         })
     }
 
@@ -868,7 +929,11 @@ impl Replica {
     /// puts back the listed files it covered. The file is logged once.
     fn set_aside(&self, fragment: &Fragment, err: &Error) {
         let mut state = self.lock_state();
-        if state.corrupt.insert(file_key(fragment)) {
+        if state
+            .corrupt
+            .insert(file_key(fragment), err.to_string())
+            .is_none()
+        {
             tracing::error!(journal = %self.inner.name, file = %file_key(fragment), %err,
                 "fragment file is corrupt; reading the journal from other files from now on");
         }
@@ -877,7 +942,7 @@ impl Replica {
             .listing
             .iter()
             .filter(|f| f.begin < fragment.end && fragment.begin < f.end)
-            .filter(|f| !state.corrupt.contains(&file_key(f)))
+            .filter(|f| !state.corrupt.contains_key(&file_key(f)))
             .cloned()
             .collect();
         for f in covered {
@@ -918,6 +983,14 @@ impl Replica {
                 }
             }
             Lookup::Gap { next } => {
+                // A gap left by a file set aside as corrupt is lost content, not pruned
+                // content: say so rather than skip it.
+                if let Some((fragment, reason)) = state.listing.iter().find_map(|f| {
+                    let reason = state.corrupt.get(&file_key(f))?;
+                    f.contains(offset).then(|| (f.clone(), reason.clone()))
+                }) {
+                    return Located::Corrupt { fragment, reason };
+                }
                 let local_next = state.local.range(offset..).next().map(|(b, _)| *b);
                 let spool_next =
                     (spool.begin() > offset && !spool.is_empty()).then_some(spool.begin());
@@ -1027,6 +1100,11 @@ enum Located {
     },
     Gap {
         next: Option<i64>,
+    },
+    /// Only a file set aside as corrupt held the offset.
+    Corrupt {
+        fragment: Fragment,
+        reason: String,
     },
 }
 

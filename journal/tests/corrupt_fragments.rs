@@ -132,10 +132,71 @@ async fn a_corrupt_file_with_no_alternative_is_a_store_error() {
     .expect("store");
     put_bogus(&store, CompressionCodec::None, vec![b'Z'; 2100]).await;
     let replica = start(&store);
-    match read_from_zero(&replica).await {
-        Err(Error::Store(folio_fragment_store::Error::ChecksumMismatch { .. })) => {}
-        Err(other) => panic!("expected a checksum error, got {other}"),
-        Ok(read) => panic!("expected a checksum error, read {} bytes", read.len()),
+    // Every read answers the error: the only copy is never set aside and skipped.
+    for attempt in 0..2 {
+        match read_from_zero(&replica).await {
+            Err(Error::Store(folio_fragment_store::Error::ChecksumMismatch { .. })) => {}
+            Err(other) => panic!("read {attempt}: expected a checksum error, got {other}"),
+            Ok(read) => panic!(
+                "read {attempt}: expected an error, read {} bytes",
+                read.len()
+            ),
+        }
+    }
+    replica.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn offsets_only_a_corrupt_file_held_are_an_error_not_a_gap() {
+    // Valid [0, 1400), bogus [0, 2100): the bogus file is set aside for the valid one,
+    // but [1400, 2100) was only in the bogus file.
+    let store = FragmentStore::open(&format!(
+        "memory://{}/",
+        folio_tests::unique_name("corrupt")
+    ))
+    .expect("store");
+    let replica = start(&store);
+    let chunks = stream::iter([
+        Ok::<_, String>(AppendChunk::Content(Bytes::copy_from_slice(
+            &content()[..1400],
+        ))),
+        Ok(AppendChunk::Commit),
+    ]);
+    replica
+        .append(AppendParams::default(), chunks)
+        .await
+        .expect("append");
+    assert_eq!(replica.shutdown(Duration::from_secs(10)).await, 0);
+    put_bogus(&store, CompressionCodec::None, vec![b'Z'; 2100]).await;
+
+    let replica = start(&store);
+    for attempt in 0..2 {
+        let mut rx = replica.read(ReadParams {
+            offset: 0,
+            end_offset: 2100,
+            ..Default::default()
+        });
+        let mut read = Vec::new();
+        let mut failed = None;
+        while let Some(event) = rx.recv().await {
+            match event {
+                Ok(ReadEvent::Content { content, .. }) => read.extend_from_slice(&content),
+                Ok(ReadEvent::Metadata { .. }) => {}
+                Err(err) => failed = Some(err),
+            }
+        }
+        assert_eq!(
+            read,
+            content()[..1400],
+            "read {attempt}: the valid file's bytes"
+        );
+        match failed {
+            Some(Error::Store(
+                folio_fragment_store::Error::Corrupt { .. }
+                | folio_fragment_store::Error::ChecksumMismatch { .. },
+            )) => {}
+            other => panic!("read {attempt}: expected a corrupt-file error, got {other:?}"),
+        }
     }
     replica.shutdown(Duration::from_secs(5)).await;
 }

@@ -488,3 +488,31 @@ async fn many_journals_share_a_small_budget() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_journal_without_files_starts_past_other_journals_files_under_its_prefix() {
+    // A journal once written under the template `date={date}`, then deleted and re-created
+    // without one: its old files are no longer its own, but its new appends must not take
+    // their offsets again.
+    let store = memory_store();
+    let mut old = spec("acme/recreated/p0", "1MiB", "NONE");
+    old.fragment
+        .as_mut()
+        .expect("fragment")
+        .path_postfix_template = "date={date}".to_owned();
+    let replica = Replica::start(old, vec![store.clone()], ReplicaConfig::new(1 << 20));
+    assert_eq!(
+        append(&replica, &[b"written under a template\n"]).await,
+        (0, 25)
+    );
+    assert_eq!(replica.shutdown(Duration::from_secs(10)).await, 0);
+
+    let recreated = spec("acme/recreated/p0", "1MiB", "NONE");
+    let replica = Replica::start(recreated, vec![store.clone()], ReplicaConfig::new(1 << 20));
+    assert_eq!(
+        append(&replica, &[b"new\n"]).await,
+        (25, 29),
+        "the new journal's first append starts past the old files"
+    );
+    assert_eq!(replica.shutdown(Duration::from_secs(10)).await, 0);
+}

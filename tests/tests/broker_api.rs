@@ -478,4 +478,40 @@ async fn refusals_name_field_value_and_rule_once() {
     assert_eq!(response.status(), Status::WrongAppendOffset);
     assert!(response.header.is_some());
     assert_eq!((response.commit, response.registers), (None, None));
+
+    // A journal's path-postfix template cannot change (its files are found by it): the
+    // upsert is refused naming the field and both values, and the spec is unchanged.
+    let mut retemplated = create_with(
+        journal,
+        "length: 1MiB, refresh_interval: 1s, path_postfix_template: \"date={date}\"",
+    );
+    retemplated.changes[0].expect_mod_revision = -1;
+    let (code, message) = code_and_message(client.apply(retemplated).await);
+    assert_eq!(code, tonic::Code::InvalidArgument);
+    assert!(
+        message.starts_with(
+            "changes[0].upsert.fragment.path_postfix_template: \"date={date}\" differs from journal \"api/refusals/part-000\"'s current template \"\""
+        ),
+        "{message}"
+    );
+    let listed = client
+        .list(folio_protocol::ListRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .next()
+        .await
+        .expect("a snapshot")
+        .expect("ok");
+    let spec = listed
+        .journals
+        .iter()
+        .find_map(|j| j.spec.as_ref().filter(|s| s.name == journal))
+        .expect("the journal");
+    assert_eq!(
+        spec.fragment
+            .as_ref()
+            .map(|f| f.path_postfix_template.as_str()),
+        Some("")
+    );
 }

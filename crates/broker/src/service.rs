@@ -88,6 +88,52 @@ impl JournalService {
         }
     }
 
+    /// Refuses an upsert that changes an existing journal's path-postfix template: a
+    /// journal's fragment files are told from nested journals' by that template
+    /// (docs/fragment-ownership.md), so files written under the old one would no longer
+    /// be found. Compared against the spec at `expect_mod_revision` (the view is brought
+    /// up to it first); with `-1` (any revision), against the view's current spec.
+    async fn check_template_kept(
+        &self,
+        field: &str,
+        spec: &folio_protocol::JournalSpec,
+        expect_mod_revision: i64,
+    ) -> Result<(), tonic::Status> {
+        if expect_mod_revision == 0 {
+            return Ok(()); // A create: there is no current template.
+        }
+        if expect_mod_revision > 0 {
+            self.wait_revision(expect_mod_revision).await?;
+        }
+        let template = |s: &folio_protocol::JournalSpec| {
+            s.fragment
+                .as_ref()
+                .map(|f| f.path_postfix_template.clone())
+                .unwrap_or_default()
+        };
+        let Some(current) = self
+            .broker
+            .specs()
+            .into_iter()
+            .find(|e| e.spec.name == spec.name)
+        else {
+            return Ok(());
+        };
+        let (old, new) = (template(&current.spec), template(spec));
+        if old == new {
+            return Ok(());
+        }
+        Err(invalid(
+            &format!("{field}.upsert.fragment.path_postfix_template"),
+            format!(
+                "{new:?} differs from journal {:?}'s current template {old:?}; a journal's \
+                 template cannot change, because its fragment files are found by it \
+                 (docs/fragment-ownership.md): apply the new template to a new journal",
+                spec.name
+            ),
+        ))
+    }
+
     /// The status for a journal this broker does not serve.
     fn not_served(&self, journal: &str) -> Status {
         if self.broker.has_spec(journal) {
@@ -177,6 +223,8 @@ impl Journal for JournalService {
                 (Some(spec), "") => {
                     spec.validate()
                         .map_err(|e| invalid_field(e.within(format!("{field}.upsert"))))?;
+                    self.check_template_kept(&field, spec, change.expect_mod_revision)
+                        .await?;
                     (
                         spec.name.clone(),
                         Op::put(layout.spec_key(&spec.name), spec.encode_to_vec()),

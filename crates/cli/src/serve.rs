@@ -78,6 +78,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let min_append_rate = MinAppendRate {
         bytes_per_second: rate("--min-append-rate", &args.min_append_rate)?,
         burst: args.min_append_burst,
+        max_chunk: max_message as u64,
     };
     if min_append_rate.bytes_per_second > 0 && min_append_rate.burst.is_zero() {
         bail!(
