@@ -129,15 +129,29 @@ async fn persist_once(
     path: &Path,
     options: &PersistOptions,
 ) -> Result<()> {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(1);
+    let (tx, mut rx) = mpsc::channel::<PutPayload>(1);
     let codec = fragment.codec();
     let chunks = content.to_vec();
     let part_size = options.part_size.max(1);
     let expect_sum = options.verify_sum.then(|| fragment.sha1());
     let label = path.to_string();
-    let compress = tokio::task::spawn_blocking(move || {
-        compress_into_parts(codec, &chunks, part_size, tx, expect_sum, &label)
-    });
+    let compress = if codec == CompressionCodec::None && expect_sum.is_none() {
+        // Uncompressed: each part is a list of slices of the content's own chunks, so
+        // nothing is copied before the bytes reach the socket.
+        let parts = raw_parts(&chunks, part_size);
+        tokio::spawn(async move {
+            for part in parts {
+                if tx.send(part).await.is_err() {
+                    break; // The uploader stopped: its error is the one to report.
+                }
+            }
+            Ok(())
+        })
+    } else {
+        tokio::task::spawn_blocking(move || {
+            compress_into_parts(codec, &chunks, part_size, tx, expect_sum, &label)
+        })
+    };
 
     let attributes = content_attributes(codec);
     let first = rx.recv().await.unwrap_or_default();
@@ -148,11 +162,7 @@ async fn persist_once(
                 attributes,
                 ..Default::default()
             };
-            match store
-                .object_store()
-                .put_opts(path, PutPayload::from(first), opts)
-                .await
-            {
+            match store.object_store().put_opts(path, first, opts).await {
                 Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
                 Err(e) => Err(Error::store("put", path, e)),
             }
@@ -174,8 +184,8 @@ async fn upload_multipart(
     store: &FragmentStore,
     path: &Path,
     attributes: Attributes,
-    first: [Bytes; 2],
-    rx: &mut mpsc::Receiver<Bytes>,
+    first: [PutPayload; 2],
+    rx: &mut mpsc::Receiver<PutPayload>,
     options: &PersistOptions,
 ) -> Result<()> {
     let objects = store.object_store();
@@ -201,7 +211,7 @@ async fn upload_multipart(
                     None => break,
                 },
             };
-            in_flight.push(upload.put_part(PutPayload::from(part)));
+            in_flight.push(upload.put_part(part));
             while in_flight.len() >= options.parts_in_flight.max(1) {
                 if let Some(done) = in_flight.next().await {
                     done.map_err(|e| Error::store("put part", path, e))?;
@@ -240,12 +250,37 @@ fn content_attributes(codec: CompressionCodec) -> Attributes {
     attributes
 }
 
+/// Uncompressed content cut into parts of `part_size` bytes (the last shorter), each a
+/// list of slices of `chunks`: no byte is copied. Empty content is one empty part, so the
+/// uploader writes an empty file.
+fn raw_parts(chunks: &[Bytes], part_size: usize) -> Vec<PutPayload> {
+    let mut parts = Vec::new();
+    let mut part: Vec<Bytes> = Vec::new();
+    let mut len = 0;
+    for chunk in chunks {
+        let mut rest = chunk.clone();
+        while !rest.is_empty() {
+            let take = (part_size - len).min(rest.len());
+            part.push(rest.split_to(take));
+            len += take;
+            if len == part_size {
+                parts.push(part.drain(..).collect());
+                len = 0;
+            }
+        }
+    }
+    if len > 0 || parts.is_empty() {
+        parts.push(part.into_iter().collect());
+    }
+    parts
+}
+
 /// Runs on a blocking thread: compresses `chunks` and sends parts of `part_size` bytes.
 fn compress_into_parts(
     codec: CompressionCodec,
     chunks: &[Bytes],
     part_size: usize,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<PutPayload>,
     expect_sum: Option<Sha1Sum>,
     label: &str,
 ) -> Result<()> {
@@ -290,7 +325,7 @@ fn compress_into_parts(
 struct PartSink {
     buf: Vec<u8>,
     part_size: usize,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<PutPayload>,
     sent_any: bool,
 }
 
@@ -302,7 +337,7 @@ impl PartSink {
         ));
         self.sent_any = true;
         self.tx
-            .blocking_send(part)
+            .blocking_send(PutPayload::from(part))
             .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
     }
 
@@ -328,5 +363,43 @@ impl Write for PartSink {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn bytes_of(part: &PutPayload) -> Vec<u8> {
+        part.iter().flat_map(|b| b.iter().copied()).collect()
+    }
+
+    #[test]
+    fn empty_content_is_one_empty_part() {
+        let parts = raw_parts(&[], 8);
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].content_length(), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn raw_parts_cut_the_content_without_losing_a_byte(
+            lens in proptest::collection::vec(0usize..40, 0..12),
+            part_size in 1usize..32,
+        ) {
+            let chunks: Vec<Bytes> = lens
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| Bytes::from(vec![i as u8; n]))
+                .collect();
+            let parts = raw_parts(&chunks, part_size);
+            let joined: Vec<u8> = parts.iter().flat_map(bytes_of).collect();
+            prop_assert_eq!(joined, chunks.concat());
+            for part in &parts[..parts.len() - 1] {
+                prop_assert_eq!(part.content_length(), part_size);
+            }
+            prop_assert!(parts.last().expect("a part").content_length() <= part_size);
+        }
     }
 }
