@@ -97,15 +97,17 @@ impl MemoryBudget {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
-    /// The size at which a spool should close so that every open spool fits in half the
-    /// budget, leaving the other half for closed fragments on their way to the store: with
+    /// The size at which a spool should close so that every open spool fits in a quarter
+    /// of the budget, leaving the rest for closed fragments on their way to the store: with
     /// many busy journals their spools close smaller instead of exhausting memory and
-    /// making every writer wait. Never below [`MIN_SPOOL_SHARE`] (or the whole budget's
-    /// quarter, if smaller), never above a quarter of the budget.
+    /// making every writer wait, and when the store is the bottleneck memory comes back in
+    /// small steps (a finished upload), so waiting appends wait briefly. Never below
+    /// [`MIN_SPOOL_SHARE`] (or the whole budget's quarter, if smaller), never above a
+    /// quarter of the budget.
     pub fn spool_share(&self) -> usize {
         let open = self.inner.open_spools.load(Ordering::Relaxed).max(1);
         let quarter = (self.inner.total / 4).max(1);
-        (self.inner.total / (2 * open)).clamp(MIN_SPOOL_SHARE.min(quarter), quarter)
+        (self.inner.total / (4 * open)).clamp(MIN_SPOOL_SHARE.min(quarter), quarter)
     }
 
     /// Asks every replica to close its spool: memory is short.
@@ -182,13 +184,13 @@ mod tests {
     }
 
     #[test]
-    fn spools_share_half_the_budget() {
+    fn spools_share_a_quarter_of_the_budget() {
         let budget = MemoryBudget::new(1 << 30);
         assert_eq!(budget.spool_share(), 256 << 20, "one journal: a quarter");
         for _ in 0..16 {
             budget.spool_opened();
         }
-        assert_eq!(budget.spool_share(), 32 << 20, "16 journals share 512 MiB");
+        assert_eq!(budget.spool_share(), 16 << 20, "16 journals share 256 MiB");
         for _ in 0..10_000 {
             budget.spool_opened();
         }
