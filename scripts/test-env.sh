@@ -1,11 +1,14 @@
 # Shared by scripts/test.sh, scripts/demo.sh and .ci/run: installs what the tests need
 # and starts the real servers they talk to. Source it; do not run it.
 #
-#   folio_ensure_tools    protoc and etcd (Debian packages), s3s-fs 0.14.1 (crates.io)
-#   folio_start_servers   etcd and s3s-fs on 127.0.0.1 with temporary data directories;
-#                         exports FOLIO_TEST_* for the tests; stops them on exit, by PID
+#   folio_ensure_tools    protoc and etcd (Debian packages), s3s-fs 0.14.1 (crates.io),
+#                         Azurite 3.37.0 (npm, the Azure Storage emulator)
+#   folio_start_servers   etcd, s3s-fs and Azurite on 127.0.0.1 with
+#                         temporary data directories; exports FOLIO_TEST_* for the tests;
+#                         stops them on exit, by PID
 
 S3S_FS_VERSION=0.14.1
+AZURITE_VERSION=3.37.0
 export PATH="$HOME/.cargo/bin:$PATH"
 
 folio_log() { echo "==> $*" >&2; }
@@ -28,6 +31,10 @@ folio_ensure_tools() {
   if ! s3s-fs --version 2>/dev/null | grep -q " $S3S_FS_VERSION"; then
     folio_log "installing s3s-fs $S3S_FS_VERSION from crates.io (a few minutes, once)"
     cargo install --locked --features binary "s3s-fs@$S3S_FS_VERSION"
+  fi
+  if [ "$(azurite-blob --version 2>/dev/null)" != "$AZURITE_VERSION" ]; then
+    folio_log "installing Azurite $AZURITE_VERSION from npm"
+    folio_as_root npm install -g --silent "azurite@$AZURITE_VERSION" >/dev/null
   fi
 }
 
@@ -95,8 +102,21 @@ folio_start_servers() {
   FOLIO_SERVER_PIDS+=($!)
   folio_wait_port "$s3_port" s3s-fs "$FOLIO_SERVER_DIR/s3.log"
 
+  # Azurite, with its well-known development account (object_store's `use_emulator`).
+  local azure_port
+  azure_port=$(folio_free_port)
+  azurite-blob --blobHost 127.0.0.1 --blobPort "$azure_port" --location "$FOLIO_SERVER_DIR/azurite" \
+    --silent --skipApiVersionCheck --disableTelemetry >"$FOLIO_SERVER_DIR/azurite.log" 2>&1 &
+  FOLIO_SERVER_PIDS+=($!)
+  folio_wait_port "$azure_port" Azurite "$FOLIO_SERVER_DIR/azurite.log"
+  export FOLIO_TEST_AZURE_URL="http://127.0.0.1:$azure_port/devstoreaccount1"
+  export FOLIO_TEST_AZURE_CONTAINER=folio-test
+  python3 "$(dirname "${BASH_SOURCE[0]}")/azurite-container.py" "$FOLIO_TEST_AZURE_URL" "$FOLIO_TEST_AZURE_CONTAINER"
+
+  export AZURITE_BLOB_STORAGE_URL="http://127.0.0.1:$azure_port"
+
   export FOLIO_TEST_ETCD="http://127.0.0.1:$client_port"
   export FOLIO_TEST_S3_ENDPOINT="http://127.0.0.1:$s3_port"
   export FOLIO_TEST_S3_ROOT="$FOLIO_SERVER_DIR/s3"
-  folio_log "etcd at $FOLIO_TEST_ETCD, S3 at $FOLIO_TEST_S3_ENDPOINT (bucket $FOLIO_TEST_S3_BUCKET)"
+  folio_log "etcd at $FOLIO_TEST_ETCD, S3 at $FOLIO_TEST_S3_ENDPOINT (bucket $FOLIO_TEST_S3_BUCKET), Azure at $FOLIO_TEST_AZURE_URL"
 }

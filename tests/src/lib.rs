@@ -54,6 +54,14 @@ impl S3Env {
     }
 }
 
+/// A fragment store URL in the test Azurite's container, under `prefix` (object_store's
+/// emulator settings: the well-known development account, `AZURITE_BLOB_STORAGE_URL`).
+pub fn azure_store_url(prefix: &str) -> Result<String> {
+    required_env("AZURITE_BLOB_STORAGE_URL")?;
+    let container = required_env("FOLIO_TEST_AZURE_CONTAINER")?;
+    Ok(format!("azure://{container}/{prefix}/?use_emulator=true"))
+}
+
 /// The etcd client URL of the test server; fails when it is not set.
 pub fn etcd_endpoint() -> Result<String> {
     required_env("FOLIO_TEST_ETCD")

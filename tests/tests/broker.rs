@@ -205,10 +205,11 @@ async fn read_bucket(store: &FragmentStore, journal: &str) -> Vec<u8> {
 }
 
 /// Writers, restart, read through the broker and from the bucket, abort, bad input.
-async fn scenario(mut broker: BrokerProcess, store: FragmentStore, total: usize) {
+/// `spec_extra` is added to the journal spec's `fragment` mapping.
+async fn scenario(mut broker: BrokerProcess, store: FragmentStore, total: usize, spec_extra: &str) {
     let mut client = broker.client().await.expect("broker answers");
     let journal = format!("e2e/{}/part-000", unique_name("j"));
-    apply(&mut client, spec_yaml(&journal, "")).await;
+    apply(&mut client, spec_yaml(&journal, spec_extra)).await;
 
     let appends = concurrent_writers(&broker.endpoint, &journal, total).await;
     let head = appends
@@ -412,7 +413,7 @@ async fn embedded_mode() {
     // The embedded default store.
     let store =
         FragmentStore::open(&format!("file://{}/fragments/", data.display())).expect("store");
-    scenario(broker, store, total_bytes()).await;
+    scenario(broker, store, total_bytes(), "").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -437,7 +438,27 @@ async fn etcd_and_s3_mode() {
     ];
     let broker = BrokerProcess::start(&dir.path().join("data"), &args).expect("start broker");
     let store = FragmentStore::open(&store_url).expect("store");
-    scenario(broker, store, total_bytes()).await;
+    scenario(broker, store, total_bytes(), "").await;
+}
+
+/// A journal whose spec names an Azure store (Azurite): appends, SIGTERM, restart, read
+/// back through the broker and straight from the container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_store() {
+    let store_url =
+        folio_tests::azure_store_url(&unique_name("e2e")).expect("Azure test environment");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]).expect("start broker");
+    let store = FragmentStore::open(&store_url).expect("store");
+    // Azurite is slower than the other servers: a smaller load proves the same.
+    let total = total_bytes().min(32 << 20);
+    scenario(
+        broker,
+        store,
+        total,
+        &format!(", stores: [\"{store_url}\"]"),
+    )
+    .await;
 }
 
 /// With the S3 server down, appends continue until the memory budget is spent, then fail

@@ -5,6 +5,7 @@
 //! (`real_broker.rs`; it needs the `folio` binary built, as `scripts/test.sh` does).
 
 mod append;
+mod azure;
 mod broker;
 mod bucket;
 mod fragments;
