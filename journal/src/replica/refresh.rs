@@ -1,0 +1,109 @@
+//! Index refresh: listing the stores every refresh interval and making the listing the
+//! truth about persisted fragments; the first listing sets the write head.
+
+use folio_fragment_store::list::list_journal;
+use folio_protocol::spec::duration_of;
+
+use super::read::file_key;
+use super::*;
+
+impl Replica {
+    /// Lists every store, replacing the persisted part of the index, every refresh
+    /// interval. The first success marks the replica listed and sets the write head.
+    pub(super) async fn refresh_index(&self) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let started = now_unix();
+            let mut listed = Vec::new();
+            let mut foreign_end = 0;
+            let mut failure = None;
+            for store in &self.inner.stores {
+                match list_journal(
+                    store,
+                    &self.inner.name,
+                    &self.spec().path_postfix().unwrap_or_default(),
+                )
+                .await
+                {
+                    Ok(listing) => {
+                        listed.extend(listing.fragments);
+                        foreign_end = foreign_end.max(listing.foreign_end);
+                    }
+                    Err(err) => failure = Some(err.to_string()),
+                }
+            }
+            let interval = match failure {
+                Some(err) => {
+                    tracing::warn!(journal = %self.inner.name, %err, "listing fragment store failed");
+                    *lock(&self.inner.store_error) = Some(err);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff
+                }
+                None => {
+                    self.apply_listing(listed, foreign_end, started);
+                    backoff = Duration::from_millis(100);
+                    let spec = self.spec();
+                    duration_of(
+                        spec.fragment
+                            .as_ref()
+                            .and_then(|f| f.refresh_interval.as_ref()),
+                        "refresh_interval",
+                    )
+                    .unwrap_or(Duration::from_secs(300))
+                    .max(Duration::from_secs(1))
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = self.inner.cancel.cancelled() => return,
+            }
+        }
+    }
+
+    /// Makes `listed` (a listing begun at `started`) the index's persisted fragments.
+    fn apply_listing(&self, listed: Vec<Fragment>, foreign_end: i64, started: i64) {
+        let first = !*self.inner.listed.borrow();
+        let mut state = self.lock_state();
+        // Fragments this replica persisted while the listing ran may be missing from it;
+        // dropping them would hide acknowledged content until the next refresh.
+        let recent: Vec<Fragment> = state
+            .index
+            .fragments()
+            .iter()
+            .filter(|f| !f.backing_store.is_empty() && f.mod_time >= started - 1)
+            .cloned()
+            .collect();
+        let usable = listed
+            .iter()
+            .filter(|f| !state.corrupt.contains_key(&file_key(f)))
+            .cloned()
+            .collect::<Vec<_>>();
+        state.listing = listed;
+        state.index.replace_remote(usable);
+        for fragment in recent {
+            state.index.insert(fragment);
+        }
+        if first {
+            // Nothing was appended before the first listing: start the spool at the end
+            // of persisted content. A journal with no files of its own starts past any
+            // other journal's files under its prefix: they may be its own from before it
+            // was deleted and re-created with another template, and an offset must never
+            // be written twice with different content.
+            let own_end = state.index.end_offset();
+            let end = if state.index.is_empty() {
+                foreign_end
+            } else {
+                own_end
+            };
+            if end > own_end {
+                tracing::warn!(journal = %self.inner.name, own_end, start = end,
+                    "files of other journals under this journal's prefix reach further than its own; starting its write head past them");
+            }
+            let codec = state.spool.codec();
+            state.spool = Spool::new(&self.inner.name, end, codec);
+            self.inner.head.send_replace(end);
+            drop(state);
+            self.inner.listed.send_replace(true);
+        }
+    }
+}
