@@ -12,6 +12,7 @@
 use std::io::{self, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use folio_protocol::{CompressionCodec, Fragment, Sha1Sum};
 use futures::StreamExt;
@@ -37,7 +38,7 @@ pub struct PersistOptions {
     pub parts_in_flight: usize,
     /// Attempts of the whole upload before giving up on a transient error.
     pub max_attempts: u32,
-    /// First retry delay; doubled each attempt up to `max_backoff`.
+    /// First retry delay (before jitter); doubled each attempt up to `max_backoff`.
     pub initial_backoff: Duration,
     /// Longest retry delay.
     pub max_backoff: Duration,
@@ -73,15 +74,25 @@ pub async fn persist(
     check_fragment(fragment, content, &name)?;
     let path = store.path(&name)?;
 
-    let mut backoff = options.initial_backoff;
+    // Jittered, so brokers retrying against a store that failed them all at once do not
+    // come back all at once.
+    let mut delays = ExponentialBuilder::new()
+        .with_factor(2.0)
+        .with_min_delay(options.initial_backoff)
+        .with_max_delay(options.max_backoff)
+        .with_max_times(options.max_attempts.saturating_sub(1) as usize)
+        .with_jitter()
+        .build();
     let mut attempt = 1;
     loop {
         match persist_once(store, fragment, content, &path, options).await {
             Ok(()) => break,
-            Err(err) if err.is_retryable() && attempt < options.max_attempts => {
-                tracing::warn!(%err, attempt, file = %path, "persist failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(options.max_backoff);
+            Err(err) if err.is_retryable() => {
+                let Some(delay) = delays.next() else {
+                    return Err(err);
+                };
+                tracing::warn!(%err, attempt, file = %path, ?delay, "persist failed; retrying");
+                tokio::time::sleep(delay).await;
                 attempt += 1;
             }
             Err(err) => return Err(err),

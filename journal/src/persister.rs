@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use folio_fragment_store::FragmentStore;
 use folio_fragment_store::persist::{PersistOptions, persist};
 use folio_protocol::{Fragment, PathPostfixTemplate};
@@ -17,6 +18,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::budget::Charge;
 use crate::spool::ClosedFragment;
+
+/// Delays between attempts at something that must eventually succeed (an upload, a store
+/// listing): 100 ms doubling to 5 s, jittered, never running out.
+pub(crate) fn retry_delays() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::new()
+        .with_factor(2.0)
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .without_max_times()
+        .with_jitter()
+        .build()
+}
 
 /// A closed fragment on its way to the store, with the memory it holds.
 #[derive(Debug)]
@@ -60,7 +73,7 @@ pub(crate) async fn run(
         {
             fragment.path_postfix = t.render(job.closed.first_append_time);
         }
-        let mut backoff = Duration::from_millis(100);
+        let mut delays = retry_delays();
         loop {
             // Uploads of every journal share the broker's slots: a few at a time finish
             // (and release their memory) sooner than all of them at once.
@@ -92,15 +105,15 @@ pub(crate) async fn run(
                 Err(err) => {
                     tracing::warn!(%err, journal = %fragment.journal, "persisting fragment failed; will retry");
                     sink.store_health(Some(err.to_string()));
+                    let delay = delays.next().expect("retry delays never run out");
                     tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(delay) => {}
                         () = cancel.cancelled() => {
                             tracing::error!(journal = %fragment.journal, begin = fragment.begin, end = fragment.end,
                                 "shutting down with an unpersisted fragment");
                             return;
                         }
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }

@@ -11,7 +11,7 @@ impl Replica {
     /// Lists every store, replacing the persisted part of the index, every refresh
     /// interval. The first success marks the replica listed and sets the write head.
     pub(super) async fn refresh_index(&self) {
-        let mut backoff = Duration::from_millis(100);
+        let mut delays = persister::retry_delays();
         loop {
             let started = now_unix();
             let mut listed = Vec::new();
@@ -36,12 +36,11 @@ impl Replica {
                 Some(err) => {
                     tracing::warn!(journal = %self.inner.name, %err, "listing fragment store failed");
                     *lock(&self.inner.store_error) = Some(err);
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    backoff
+                    delays.next().expect("retry delays never run out")
                 }
                 None => {
                     self.apply_listing(listed, foreign_end, started);
-                    backoff = Duration::from_millis(100);
+                    delays = persister::retry_delays();
                     let spec = self.spec();
                     duration_of(
                         spec.fragment
