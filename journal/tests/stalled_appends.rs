@@ -63,6 +63,31 @@ fn stalled(first: &'static [u8]) -> (mpsc::Sender<Result<AppendChunk, String>>, 
     (tx, ReceiverStream::new(rx).boxed())
 }
 
+/// A client sending `count` messages of `size` bytes, the first after `first_wait` and
+/// each next one `wait` later, then its commit.
+fn steady_client(
+    count: usize,
+    size: usize,
+    first_wait: Duration,
+    wait: Duration,
+) -> (
+    mpsc::Receiver<Result<AppendChunk, String>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = mpsc::channel(4);
+    let feeder = tokio::spawn(async move {
+        for i in 0..count {
+            tokio::time::sleep(if i == 0 { first_wait } else { wait }).await;
+            let chunk = Bytes::from(vec![b'x'; size]);
+            tx.send(Ok(AppendChunk::Content(chunk)))
+                .await
+                .expect("send");
+        }
+        tx.send(Ok(AppendChunk::Commit)).await.expect("commit");
+    });
+    (rx, feeder)
+}
+
 async fn read_all(replica: &Replica) -> Vec<u8> {
     let mut rx = replica.read(ReadParams {
         offset: 0,
@@ -115,17 +140,12 @@ async fn a_stalled_append_is_aborted_at_the_minimum_rate_and_rolled_back() {
 async fn a_slow_but_steady_client_is_not_policed() {
     let (replica, _store) = start("stalled/steady/part-000", policy());
     // 100 bytes every 50 ms is 2000 B/s, above the 1000 B/s minimum, for 5 s.
-    let (tx, rx) = mpsc::channel::<Result<AppendChunk, String>>(4);
-    let feeder = tokio::spawn(async move {
-        for _ in 0..100 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let chunk = Bytes::from(vec![b'x'; 100]);
-            tx.send(Ok(AppendChunk::Content(chunk)))
-                .await
-                .expect("send");
-        }
-        tx.send(Ok(AppendChunk::Commit)).await.expect("commit");
-    });
+    let (rx, feeder) = steady_client(
+        100,
+        100,
+        Duration::from_millis(50),
+        Duration::from_millis(50),
+    );
     let out = replica
         .append(AppendParams::default(), ReceiverStream::new(rx).boxed())
         .await
@@ -140,18 +160,7 @@ async fn large_messages_above_the_rate_are_not_policed() {
     let (replica, _store) = start("stalled/large/part-000", policy());
     // 5000-byte messages every 2 s is 2500 B/s, above the 1000 B/s minimum, although
     // each wait outlasts the 1 s burst: the credit a message brings carries the next wait.
-    let (tx, rx) = mpsc::channel::<Result<AppendChunk, String>>(4);
-    let feeder = tokio::spawn(async move {
-        for i in 0..5 {
-            let wait = if i == 0 { 500 } else { 2000 };
-            tokio::time::sleep(Duration::from_millis(wait)).await;
-            let chunk = Bytes::from(vec![b'x'; 5000]);
-            tx.send(Ok(AppendChunk::Content(chunk)))
-                .await
-                .expect("send");
-        }
-        tx.send(Ok(AppendChunk::Commit)).await.expect("commit");
-    });
+    let (rx, feeder) = steady_client(5, 5000, Duration::from_millis(500), Duration::from_secs(2));
     let out = replica
         .append(AppendParams::default(), ReceiverStream::new(rx).boxed())
         .await

@@ -62,6 +62,22 @@ pub fn azure_store_url(prefix: &str) -> Result<String> {
     Ok(format!("azure://{container}/{prefix}/?use_emulator=true"))
 }
 
+/// The messages of one committed append: `first` (the journal and any offset or register
+/// fields), one message of `content`, and the empty message that commits.
+pub fn append_messages(
+    first: folio_protocol::AppendRequest,
+    content: &[u8],
+) -> Vec<folio_protocol::AppendRequest> {
+    vec![
+        first,
+        folio_protocol::AppendRequest {
+            content: content.to_vec().into(),
+            ..Default::default()
+        },
+        folio_protocol::AppendRequest::default(),
+    ]
+}
+
 /// The etcd client URL of the test server; fails when it is not set.
 pub fn etcd_endpoint() -> Result<String> {
     required_env("FOLIO_TEST_ETCD")

@@ -10,7 +10,7 @@ use folio_protocol::{
     AppendRequest, ApplyRequest, FragmentStoreHealthRequest, FragmentsRequest, LabelSelector,
     LabelSet, ListRequest, ReadRequest, SpecsDocument, Status, apply_request,
 };
-use folio_tests::BrokerProcess;
+use folio_tests::{BrokerProcess, append_messages};
 use futures::StreamExt;
 use tonic::transport::Channel;
 
@@ -35,17 +35,11 @@ fn create_with(yaml_name: &str, fragment: &str) -> ApplyRequest {
 }
 
 async fn append(client: &mut JournalClient<Channel>, journal: &str, data: &'static [u8]) -> Status {
-    let messages = vec![
-        AppendRequest {
-            journal: journal.to_owned(),
-            ..Default::default()
-        },
-        AppendRequest {
-            content: Bytes::from_static(data),
-            ..Default::default()
-        },
-        AppendRequest::default(),
-    ];
+    let header = AppendRequest {
+        journal: journal.to_owned(),
+        ..Default::default()
+    };
+    let messages = append_messages(header, data);
     client
         .append(futures::stream::iter(messages))
         .await
@@ -415,14 +409,7 @@ async fn refusals_name_field_value_and_rule_once() {
         union_registers: Some(LabelSet::from_pairs([("owner", "a")])),
         ..Default::default()
     };
-    let messages = vec![
-        owned,
-        AppendRequest {
-            content: Bytes::from_static(b"mine\n"),
-            ..Default::default()
-        },
-        AppendRequest::default(),
-    ];
+    let messages = append_messages(owned, b"mine\n");
     let response = client
         .append(futures::stream::iter(messages))
         .await
@@ -434,14 +421,7 @@ async fn refusals_name_field_value_and_rule_once() {
         check_registers: Some(LabelSelector::parse("owner=b").expect("selector")),
         ..Default::default()
     };
-    let messages = vec![
-        checked,
-        AppendRequest {
-            content: Bytes::from_static(b"theirs\n"),
-            ..Default::default()
-        },
-        AppendRequest::default(),
-    ];
+    let messages = append_messages(checked, b"theirs\n");
     let response = client
         .append(futures::stream::iter(messages))
         .await
@@ -462,14 +442,7 @@ async fn refusals_name_field_value_and_rule_once() {
         offset: 1 << 40,
         ..Default::default()
     };
-    let messages = vec![
-        wrong,
-        AppendRequest {
-            content: Bytes::from_static(b"late\n"),
-            ..Default::default()
-        },
-        AppendRequest::default(),
-    ];
+    let messages = append_messages(wrong, b"late\n");
     let response = client
         .append(futures::stream::iter(messages))
         .await

@@ -10,7 +10,7 @@ use folio_protocol::journal_client::JournalClient;
 use folio_protocol::{
     AppendRequest, ApplyRequest, ReadRequest, SpecsDocument, Status, apply_request,
 };
-use folio_tests::{BrokerProcess, unique_name};
+use folio_tests::{BrokerProcess, append_messages, unique_name};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -59,17 +59,11 @@ async fn apply(client: &mut Client, name: &str) {
 
 /// Appends `data` in one committed append; returns the response status and commit end.
 async fn append(client: &mut Client, journal: &str, data: &'static [u8]) -> (Status, i64) {
-    let messages = [
-        AppendRequest {
-            journal: journal.to_owned(),
-            ..Default::default()
-        },
-        AppendRequest {
-            content: Bytes::from_static(data),
-            ..Default::default()
-        },
-        AppendRequest::default(),
-    ];
+    let header = AppendRequest {
+        journal: journal.to_owned(),
+        ..Default::default()
+    };
+    let messages = append_messages(header, data);
     let response = client
         .append(futures::stream::iter(messages))
         .await

@@ -7,10 +7,9 @@ use std::io::Cursor;
 use folio_client::{
     AppendOptions, Appender, BucketReadOptions, BucketReader, ReadOptions, Reader, connect_lazy,
 };
-use folio_protocol::{ApplyRequest, SpecsDocument, Status, apply_request};
 use folio_tests::{BrokerProcess, unique_name};
 
-use crate::{content, contiguous, drain};
+use crate::{content, contiguous, create_journal, drain};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_urls_and_bucket_reads_of_an_azure_journal() {
@@ -23,20 +22,7 @@ async fn signed_urls_and_bucket_reads_of_an_azure_journal() {
     let yaml = format!(
         "journals:\n  - name: {journal}\n    fragment: {{ length: 64KiB, compression_codec: ZSTANDARD, stores: [\"{store_url}\"] }}\n"
     );
-    let spec = SpecsDocument::from_yaml(&yaml).expect("spec").remove(0);
-    let change = apply_request::Change {
-        expect_mod_revision: 0,
-        upsert: Some(spec),
-        delete: String::new(),
-    };
-    let applied = raw
-        .apply(ApplyRequest {
-            changes: vec![change],
-        })
-        .await
-        .expect("apply")
-        .into_inner();
-    assert_eq!(applied.status(), Status::Ok);
+    create_journal(&mut raw, &yaml).await;
 
     let client = connect_lazy(&broker.endpoint).expect("client");
     let data = content(300_000, 7);

@@ -75,6 +75,29 @@ pub fn fast_retry(max_attempts: u32) -> RetryPolicy {
     }
 }
 
+/// Creates the first journal of the specs document `yaml` through `raw`, and returns once
+/// the broker accepted it.
+pub async fn create_journal(
+    raw: &mut folio_protocol::journal_client::JournalClient<tonic::transport::Channel>,
+    yaml: &str,
+) {
+    use folio_protocol::{ApplyRequest, SpecsDocument, Status, apply_request};
+    let spec = SpecsDocument::from_yaml(yaml).expect("spec").remove(0);
+    let change = apply_request::Change {
+        expect_mod_revision: 0,
+        upsert: Some(spec),
+        delete: String::new(),
+    };
+    let response = raw
+        .apply(ApplyRequest {
+            changes: vec![change],
+        })
+        .await
+        .expect("apply")
+        .into_inner();
+    assert_eq!(response.status(), Status::Ok);
+}
+
 /// Every chunk of `stream` and the error that ended it, if any.
 pub async fn drain<S>(mut stream: S) -> (Vec<ReadChunk>, Option<Error>)
 where

@@ -7,11 +7,10 @@ use std::io::Cursor;
 
 use folio_client::{AppendOptions, Appender, Client, ReadOptions, Reader, connect_lazy};
 use folio_protocol::journal_client::JournalClient;
-use folio_protocol::{ApplyRequest, SpecsDocument, Status, apply_request};
 use folio_tests::BrokerProcess;
 use tonic::transport::Channel;
 
-use crate::{contiguous, drain};
+use crate::{contiguous, create_journal, drain};
 
 /// Rounds of apply-then-use: the race with the broker's assignment shows in some.
 const ROUNDS: usize = 8;
@@ -19,22 +18,7 @@ const ROUNDS: usize = 8;
 /// Creates `journal` and returns as soon as the broker accepted the spec, before the
 /// journal is assigned (no waiting: that moment is what is tested).
 async fn apply(raw: &mut JournalClient<Channel>, journal: &str) {
-    let spec = SpecsDocument::from_yaml(&format!("journals: [{{name: {journal}}}]"))
-        .expect("spec")
-        .remove(0);
-    let change = apply_request::Change {
-        expect_mod_revision: 0,
-        upsert: Some(spec),
-        delete: String::new(),
-    };
-    let response = raw
-        .apply(ApplyRequest {
-            changes: vec![change],
-        })
-        .await
-        .expect("apply")
-        .into_inner();
-    assert_eq!(response.status(), Status::Ok);
+    create_journal(raw, &format!("journals: [{{name: {journal}}}]")).await;
 }
 
 /// The whole journal, read through the broker without blocking.
