@@ -17,14 +17,9 @@ impl Replica {
             let mut listed = Vec::new();
             let mut foreign_end = 0;
             let mut failure = None;
+            let template = self.spec().path_postfix().unwrap_or_default();
             for store in &self.inner.stores {
-                match list_journal(
-                    store,
-                    &self.inner.name,
-                    &self.spec().path_postfix().unwrap_or_default(),
-                )
-                .await
-                {
+                match list_journal(store, &self.inner.name, &template).await {
                     Ok(listing) => {
                         listed.extend(listing.fragments);
                         foreign_end = foreign_end.max(listing.foreign_end);
