@@ -75,30 +75,81 @@ pub enum Error {
     },
 }
 
+/// What kind of failure an [`Error`] is, for callers that map errors exhaustively.
+///
+/// Not `#[non_exhaustive]` on purpose (unlike [`Error`]): the broker maps every kind to a
+/// gRPC status in one `match` without a wildcard, so a new kind fails to compile there until
+/// it is mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// [`Error::StoreUrl`].
+    StoreUrl,
+    /// [`Error::FragmentName`].
+    FragmentName,
+    /// [`Error::Store`] that may succeed if tried again (timeouts, resets, 5xx answers).
+    StoreUnavailable,
+    /// [`Error::Store`] refusing our credentials (permission denied, unauthenticated).
+    StoreAuth,
+    /// Any other [`Error::Store`]: final (not found, precondition, not supported...).
+    StoreFailed,
+    /// [`Error::Corrupt`].
+    Corrupt,
+    /// [`Error::ChecksumMismatch`].
+    ChecksumMismatch,
+    /// [`Error::InvalidFragment`].
+    InvalidFragment,
+    /// [`Error::Io`]: local and assumed transient.
+    Io,
+}
+
+impl ErrorKind {
+    /// Whether trying again may succeed.
+    pub fn is_retryable(self) -> bool {
+        match self {
+            ErrorKind::StoreUnavailable | ErrorKind::Io => true,
+            ErrorKind::StoreUrl
+            | ErrorKind::FragmentName
+            | ErrorKind::StoreAuth
+            | ErrorKind::StoreFailed
+            | ErrorKind::Corrupt
+            | ErrorKind::ChecksumMismatch
+            | ErrorKind::InvalidFragment => false,
+        }
+    }
+}
+
 impl Error {
+    /// This error's [`ErrorKind`].
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::StoreUrl { .. } => ErrorKind::StoreUrl,
+            Error::FragmentName { .. } => ErrorKind::FragmentName,
+            Error::Store { source, .. } => match source {
+                object_store::Error::Generic { .. } | object_store::Error::JoinError { .. } => {
+                    ErrorKind::StoreUnavailable
+                }
+                object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. } => ErrorKind::StoreAuth,
+                // `object_store::Error` is `#[non_exhaustive]`: its new variants are final
+                // until classified here.
+                _ => ErrorKind::StoreFailed,
+            },
+            Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::ChecksumMismatch { .. } => ErrorKind::ChecksumMismatch,
+            Error::InvalidFragment { .. } => ErrorKind::InvalidFragment,
+            Error::Io { .. } => ErrorKind::Io,
+        }
+    }
+
     /// Whether trying again may succeed: store timeouts, connection resets, 5xx answers.
     /// Not found, precondition, permission, corrupt data and bad names are final.
     pub fn is_retryable(&self) -> bool {
-        match self {
-            Error::Store { source, .. } => matches!(
-                source,
-                object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
-            ),
-            Error::Io { .. } => true,
-            _ => false,
-        }
+        self.kind().is_retryable()
     }
 
     /// Whether the store refused our credentials.
     pub fn is_auth_error(&self) -> bool {
-        matches!(
-            self,
-            Error::Store {
-                source: object_store::Error::PermissionDenied { .. }
-                    | object_store::Error::Unauthenticated { .. },
-                ..
-            }
-        )
+        self.kind() == ErrorKind::StoreAuth
     }
 
     pub(crate) fn store(
@@ -118,5 +169,50 @@ impl Error {
             context: context.into(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(source: object_store::Error) -> Error {
+        Error::store("get", "j/x", source)
+    }
+
+    #[test]
+    fn store_errors_are_classified_by_their_source() {
+        let generic = store(object_store::Error::Generic {
+            store: "S3",
+            source: "connection reset".into(),
+        });
+        assert_eq!(generic.kind(), ErrorKind::StoreUnavailable);
+        assert!(generic.is_retryable());
+
+        let denied = store(object_store::Error::PermissionDenied {
+            path: "j/x".into(),
+            source: "403".into(),
+        });
+        assert_eq!(denied.kind(), ErrorKind::StoreAuth);
+        assert!(denied.is_auth_error() && !denied.is_retryable());
+
+        let missing = store(object_store::Error::NotFound {
+            path: "j/x".into(),
+            source: "404".into(),
+        });
+        assert_eq!(missing.kind(), ErrorKind::StoreFailed);
+        assert!(!missing.is_retryable() && !missing.is_auth_error());
+    }
+
+    #[test]
+    fn local_io_is_retryable_and_corruption_is_not() {
+        assert!(Error::io("decode", std::io::Error::other("disk")).is_retryable());
+        let corrupt = Error::Corrupt {
+            path: "j/x".into(),
+            codec: "gzip".into(),
+            reason: "truncated".into(),
+        };
+        assert_eq!(corrupt.kind(), ErrorKind::Corrupt);
+        assert!(!corrupt.is_retryable());
     }
 }

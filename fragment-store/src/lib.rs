@@ -30,7 +30,7 @@ pub mod read;
 pub mod sign;
 pub mod store;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use fragment_name::{format_fragment_path, parse_fragment_path};
 pub use index::FragmentIndex;
 pub use store::FragmentStore;

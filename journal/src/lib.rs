@@ -8,6 +8,7 @@
 //! - append transactions and registers, offset checks and rate limits ([`replica`]), and
 //!   the minimum rate a client must send an append's content at ([`flow`]);
 //! - the memory budget for content not yet persisted ([`budget`]);
+//! - the wall clock that flush intervals and fragment times are read from ([`clock`]);
 //! - the persister queue that uploads closed fragments and never drops one ([`persister`]);
 //! - the fragment index of the journal (local fragments plus store listings) and reads
 //!   from the spool, from memory, from the store, or as signed URLs ([`replica`]);
@@ -18,6 +19,7 @@
 //! the stores, and maps its [`Error`]s to protocol `Status` values.
 
 pub mod budget;
+pub mod clock;
 mod error;
 pub mod flow;
 pub mod persister;
@@ -27,6 +29,7 @@ pub mod replica;
 pub mod spool;
 
 pub use budget::MemoryBudget;
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use flow::MinAppendRate;
 pub use replica::{

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use folio_fragment_store::persist::PersistOptions;
@@ -26,6 +26,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::{Charge, MemoryBudget};
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::flow::MinAppendRate;
 use crate::persister::{self, PersistJob, PersistSink};
@@ -69,6 +70,9 @@ pub struct ReplicaConfig {
     pub upload_slots: Arc<tokio::sync::Semaphore>,
     /// Reads that hold a whole fragment to verify it before sending, at once.
     pub verify_slots: Arc<tokio::sync::Semaphore>,
+    /// The wall clock flush-interval segments, first-append times and index refreshes
+    /// read ([`SystemClock`] unless a test controls time).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl ReplicaConfig {
@@ -82,6 +86,7 @@ impl ReplicaConfig {
             min_append_rate: MinAppendRate::default(),
             upload_slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_UPLOADS)),
             verify_slots: Arc::new(tokio::sync::Semaphore::new(VERIFYING_READS)),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -215,12 +220,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 impl Replica {
     /// Starts a replica of `spec` persisting to `stores` (the first receives new
     /// fragments; all are listed). It lists the stores in the background; appends and
@@ -274,6 +273,11 @@ impl Replica {
             tasks.spawn(async move { relief.relieve_pressure().await });
         }
         replica
+    }
+
+    /// Wall-clock seconds, from the configured [`Clock`].
+    fn now_unix(&self) -> i64 {
+        self.inner.config.clock.now_unix()
     }
 
     /// The journal's name.

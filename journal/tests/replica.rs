@@ -9,7 +9,7 @@ use bytes::Bytes;
 use folio_fragment_store::FragmentStore;
 use folio_fragment_store::list::list_fragments;
 use folio_journal::{
-    AppendChunk, AppendParams, Error, ReadEvent, ReadParams, Replica, ReplicaConfig,
+    AppendChunk, AppendParams, Error, ManualClock, ReadEvent, ReadParams, Replica, ReplicaConfig,
 };
 use folio_protocol::{JournalSpec, LabelSelector, LabelSet, SpecsDocument};
 use futures::stream::{self, BoxStream};
@@ -261,6 +261,68 @@ async fn fragments_persist_and_survive_a_restart() {
         other => panic!("expected metadata with a URL, got {other:?}"),
     }
     again.shutdown(Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn the_spool_rolls_when_its_flush_interval_segment_ends() {
+    let name = "acme/b/p1";
+    let yaml = format!(
+        "journals:\n  - name: {name}\n    fragment: {{ length: 1MiB, compression_codec: NONE, flush_interval: 60s, refresh_interval: 1s }}\n"
+    );
+    let s = SpecsDocument::from_yaml(&yaml)
+        .expect("valid spec")
+        .remove(0);
+    let store = memory_store();
+    // 10 s into the 60-s segment [6000, 6060).
+    let clock = ManualClock::new(6_010);
+    let mut config = ReplicaConfig::new(64 << 20);
+    config.clock = Arc::new(clock.clone());
+    let replica = Replica::start(s, vec![store.clone()], config);
+    let spans = |replica: &Replica| -> Vec<(i64, i64)> {
+        replica
+            .fragments()
+            .iter()
+            .map(|f| (f.begin, f.end))
+            .collect()
+    };
+
+    assert_eq!(append(&replica, &[b"first\n"]).await, (0, 6));
+    // Still inside the segment: the spool stays open.
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(append(&replica, &[b"still\n"]).await, (6, 12));
+    assert_eq!(spans(&replica), [(0, 12)]);
+    assert!(
+        list_fragments(&store, name, &Default::default())
+            .await
+            .expect("list")
+            .is_empty(),
+        "nothing closed, nothing persisted"
+    );
+
+    // Past the 6060 boundary: the next append closes the spool first.
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(append(&replica, &[b"second\n"]).await, (12, 19));
+    assert_eq!(spans(&replica), [(0, 12), (12, 19)]);
+
+    // The closed fragment reaches the store whole; the open spool does not.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let persisted = loop {
+        let listed = list_fragments(&store, name, &Default::default())
+            .await
+            .expect("list");
+        if !listed.is_empty() || tokio::time::Instant::now() >= deadline {
+            break listed;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let persisted: Vec<(i64, i64)> = persisted.iter().map(|f| (f.begin, f.end)).collect();
+    assert_eq!(
+        persisted,
+        [(0, 12)],
+        "the first segment's fragment was persisted"
+    );
+    assert_eq!(read_range(&replica, 0, 19).await, b"first\nstill\nsecond\n");
+    replica.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test]

@@ -38,15 +38,19 @@ pub fn journal_outcome(err: JournalError) -> Outcome {
     }
 }
 
-/// A fragment store error as a gRPC status.
+/// A fragment store error as a gRPC status. Matches the error's exhaustive
+/// [`ErrorKind`](folio_fragment_store::ErrorKind) (the `Error` itself is `#[non_exhaustive]`,
+/// which would force a wildcard here), so a new kind fails to compile until it is mapped.
 pub fn store_status(err: &folio_fragment_store::Error) -> tonic::Status {
-    use folio_fragment_store::Error as E;
+    use folio_fragment_store::ErrorKind as K;
     let message = err.to_string();
-    match err {
-        E::Corrupt { .. } | E::ChecksumMismatch { .. } => tonic::Status::data_loss(message),
-        E::StoreUrl { .. } | E::InvalidFragment { .. } => tonic::Status::invalid_argument(message),
-        _ if err.is_retryable() => tonic::Status::unavailable(message),
-        _ => tonic::Status::internal(message),
+    match err.kind() {
+        K::Corrupt | K::ChecksumMismatch => tonic::Status::data_loss(message),
+        K::StoreUrl | K::InvalidFragment => tonic::Status::invalid_argument(message),
+        K::StoreUnavailable | K::Io => tonic::Status::unavailable(message),
+        // The store refusing the broker's own credentials is the broker's failure, not the
+        // caller's permission: INTERNAL, like other final store errors.
+        K::StoreAuth | K::StoreFailed | K::FragmentName => tonic::Status::internal(message),
     }
 }
 
@@ -89,4 +93,52 @@ pub fn oversize_status(err: &tonic::Status) -> Option<tonic::Status> {
         ),
     };
     Some(tonic::Status::resource_exhausted(message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use folio_fragment_store::Error as StoreError;
+    use tonic::Code;
+
+    #[test]
+    fn store_errors_map_by_kind() {
+        let corrupt = StoreError::ChecksumMismatch {
+            path: "j/x".into(),
+            expected: "a".into(),
+            actual: "b".into(),
+        };
+        assert_eq!(store_status(&corrupt).code(), Code::DataLoss);
+
+        let url = StoreError::StoreUrl {
+            url: "ftp://x".into(),
+            part: "scheme".into(),
+            reason: "unsupported".into(),
+        };
+        assert_eq!(store_status(&url).code(), Code::InvalidArgument);
+
+        let io = StoreError::Io {
+            context: "decode".into(),
+            source: std::io::Error::other("disk"),
+        };
+        assert_eq!(store_status(&io).code(), Code::Unavailable);
+
+        let bad_name = StoreError::FragmentName {
+            path: "j/x".into(),
+            reason: "no span".into(),
+        };
+        assert_eq!(store_status(&bad_name).code(), Code::Internal);
+    }
+
+    #[test]
+    fn journal_store_errors_are_rpc_errors() {
+        let err = JournalError::Store(StoreError::InvalidFragment {
+            fragment: "j/0-1".into(),
+            reason: "bad span".into(),
+        });
+        match journal_outcome(err) {
+            Outcome::Rpc(status) => assert_eq!(status.code(), Code::InvalidArgument),
+            other => panic!("expected an RPC error, got {other:?}"),
+        }
+    }
 }

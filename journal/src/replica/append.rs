@@ -111,7 +111,7 @@ impl Replica {
         let (commit, registers) = {
             let mut state = self.lock_state();
             let appended = state.spool.pending_len() > 0;
-            let commit = state.spool.commit(now_unix());
+            let commit = state.spool.commit(self.now_unix());
             pending.armed = false;
             if let Some(union) = &params.union_registers {
                 state.registers = union.union(&state.registers);
@@ -135,7 +135,7 @@ impl Replica {
         // With peers, this is where the proposal is acknowledged by every replica.
         append.pipeline.propose(&commit).await;
         if append.spool_segment.is_none() {
-            append.spool_segment = Some(segment_of(&spec, now_unix()));
+            append.spool_segment = Some(segment_of(&spec, self.now_unix()));
         }
         self.inner.head.send_replace(commit.end);
         Ok(AppendOutcome { commit, registers })
@@ -180,7 +180,7 @@ impl Replica {
             let state = self.lock_state();
             let segment_ended = append
                 .spool_segment
-                .is_some_and(|s| s != segment_of(spec, now_unix()));
+                .is_some_and(|s| s != segment_of(spec, self.now_unix()));
             state.spool.len() >= limit || segment_ended || state.spool.codec() != codec_of(spec)
         };
         if due {

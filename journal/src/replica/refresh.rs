@@ -13,7 +13,7 @@ impl Replica {
     pub(super) async fn refresh_index(&self) {
         let mut delays = persister::retry_delays();
         loop {
-            let started = now_unix();
+            let started = self.now_unix();
             let mut listed = Vec::new();
             let mut foreign_end = 0;
             let mut failure = None;
