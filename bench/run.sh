@@ -20,11 +20,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/test-env.sh
 
-usage="usage: bench/run.sh append|tail|backfill|persist|smoke [flags]"
+usage="usage: bench/run.sh append|tail|backfill|persist|allocator|smoke [flags]"
 scenario=${1:?$usage}
 shift
 case "$scenario" in
-  append | tail | backfill | persist | smoke) ;;
+  append | tail | backfill | persist | allocator | smoke) ;;
   *)
     echo "unknown scenario $scenario; $usage" >&2
     exit 2
@@ -82,4 +82,6 @@ bench "$out/backfill.json" backfill --runs 1 --history 8MiB --fragment-length 1M
   --append-size 256KiB
 folio_log "smoke: persist"
 bench "$out/persist.json" persist --runs 1 --fragment-mib 4 --part-mib 8
+folio_log "smoke: allocator"
+bench "$out/allocator.json" allocator --runs 1 --members 10 --journals 1000
 folio_log "smoke: every scenario ran, in $((SECONDS - started)) s; JSON in $out/"

@@ -52,6 +52,14 @@ impl S3Env {
             region: std::env::var("FOLIO_TEST_S3_REGION").unwrap_or_else(|_| "us-east-1".into()),
         })
     }
+
+    /// A fragment store URL under `prefix/` of the test bucket, with the credentials.
+    pub fn store_url(&self, prefix: &str) -> String {
+        format!(
+            "s3://{}/{prefix}/?endpoint={}&region={}&access_key_id={}&secret_access_key={}",
+            self.bucket, self.endpoint, self.region, self.access_key, self.secret_key
+        )
+    }
 }
 
 /// A fragment store URL in the test Azurite's container, under `prefix` (object_store's
@@ -235,6 +243,14 @@ impl BrokerProcess {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+    }
+
+    /// Kills the process with SIGKILL (no shutdown, no persisting) and reaps it.
+    pub fn kill9(&mut self) -> Result<()> {
+        let mut child = self.child.take().context("the broker is not running")?;
+        child.kill().context("sending SIGKILL")?;
+        child.wait().context("reaping the killed broker")?;
+        Ok(())
     }
 
     /// Resident memory of the broker process, in bytes (from /proc).

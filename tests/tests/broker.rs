@@ -421,10 +421,7 @@ async fn etcd_and_s3_mode() {
     let etcd = folio_tests::etcd_endpoint().expect("etcd test environment");
     let s3 = S3Env::from_env().expect("S3 test environment");
     let prefix = unique_name("e2e");
-    let store_url = format!(
-        "s3://{}/{prefix}/?endpoint={}&region={}&access_key_id={}&secret_access_key={}",
-        s3.bucket, s3.endpoint, s3.region, s3.access_key, s3.secret_key
-    );
+    let store_url = s3.store_url(&prefix);
     let dir = tempfile::tempdir().expect("tempdir");
     let args = vec![
         "--etcd".to_owned(),

@@ -1,9 +1,16 @@
-//! The broker's state: who it is, its keyspace view, and the journal replicas it serves.
+//! The broker's state: who it is, its keyspace view, the routes it resolved from it, and
+//! the journal replicas it serves.
 //!
-//! The resolver loop follows the keyspace: on every revision it runs the allocator (a
-//! one-member cluster assigns every journal to itself, through the same assignment keys a
-//! multi-broker allocator writes) and then starts, updates or stops replicas so that this
-//! broker serves exactly the journals assigned to it.
+//! The resolver loop follows the keyspace: on every revision the leader (the oldest
+//! member) runs the allocator; then every broker resolves each journal's route from the
+//! assignments, starts, updates or stops its replicas so that it serves exactly the
+//! journals it is primary of, and, as their primary, advertises each route it serves in
+//! the journal's assignments (the allocator removes a member only from a route every
+//! member agrees on).
+//!
+//! Until replication lands, only a journal's primary holds a replica: replicas of other
+//! slots are assigned (and counted by the allocator) but hold no content, and reads are
+//! served or proxied by the primary.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,25 +18,44 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use folio_coordination::KeySpaceView;
+use folio_coordination::allocator::write::{Step, advertise_route, allocate_once};
 use folio_coordination::keys::{Layout, SpecEntry};
-use folio_coordination::keyspace::KeySpace;
+use folio_coordination::keyspace::{KeySpace, Txn};
 use folio_fragment_store::FragmentStore;
 use folio_journal::{Replica, ReplicaConfig};
+use folio_protocol::journal_client::JournalClient;
 use folio_protocol::process_spec::Id;
 use folio_protocol::{Header, JournalSpec, Route, header};
+use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// Routes of every assigned journal, as resolved at one keyspace revision.
+#[derive(Debug, Default)]
+pub(crate) struct Routes {
+    /// Routes by journal name.
+    pub by_journal: HashMap<String, Route>,
+}
 
 /// A running broker's shared state.
 #[derive(Debug)]
 pub struct Broker {
     pub(crate) id: Id,
-    pub(crate) endpoint: String,
     pub(crate) layout: Layout,
     pub(crate) keyspace: Arc<dyn KeySpace>,
     pub(crate) view: KeySpaceView,
     default_store: Option<String>,
     replica_config: ReplicaConfig,
     replicas: Mutex<HashMap<String, Replica>>,
+    routes: Mutex<Arc<Routes>>,
+    /// The revision of the last resolution: a request carrying revision R waits for it.
+    resolved: watch::Sender<i64>,
+    /// Until when the membership lease is known to hold (nothing is acknowledged after).
+    lease_valid: watch::Receiver<Instant>,
+    /// Clients of other brokers, by endpoint, for proxying.
+    peers: Mutex<HashMap<String, JournalClient<Channel>>>,
+    max_message_size: usize,
     exiting: AtomicBool,
 }
 
@@ -38,49 +64,107 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Broker {
+    /// A broker with the identity and settings of `config`, following `view`.
     pub(crate) fn new(
-        id: Id,
-        endpoint: String,
+        config: &crate::BrokerConfig,
         layout: Layout,
         keyspace: Arc<dyn KeySpace>,
         view: KeySpaceView,
-        default_store: Option<String>,
         replica_config: ReplicaConfig,
+        lease_valid: watch::Receiver<Instant>,
     ) -> Self {
         Self {
-            id,
-            endpoint,
+            id: Id {
+                zone: config.zone.clone(),
+                suffix: config.suffix.clone(),
+            },
             layout,
             keyspace,
             view,
-            default_store,
+            default_store: config.default_store.clone(),
             replica_config,
             replicas: Mutex::new(HashMap::new()),
+            routes: Mutex::new(Arc::new(Routes::default())),
+            resolved: watch::Sender::new(0),
+            lease_valid,
+            peers: Mutex::new(HashMap::new()),
+            max_message_size: config.max_message_size,
             exiting: AtomicBool::new(false),
         }
     }
 
-    /// This broker's route for the journals it serves: itself, as primary.
-    pub(crate) fn route(&self) -> Route {
-        Route {
-            members: vec![self.id.clone()],
-            primary: 0,
-            endpoints: vec![self.endpoint.clone()],
-        }
+    /// The route of `journal` (a `;suffix` is ignored) as last resolved; an empty route
+    /// (primary -1) when it has no assignments.
+    pub(crate) fn route(&self, journal: &str) -> Route {
+        let (name, _) = folio_protocol::split_meta(journal);
+        lock(&self.routes)
+            .by_journal
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| Route {
+                primary: -1,
+                ..Route::default()
+            })
     }
 
-    /// The response header: this broker, its route, and the keyspace revision it reflects.
-    pub(crate) fn header(&self) -> Header {
+    /// Every resolved route.
+    pub(crate) fn routes(&self) -> Arc<Routes> {
+        lock(&self.routes).clone()
+    }
+
+    /// The revision of the last resolution.
+    pub(crate) fn resolved_revision(&self) -> i64 {
+        *self.resolved.borrow()
+    }
+
+    /// Waits until a resolution at `revision` or later is done.
+    pub(crate) async fn wait_resolved(&self, revision: i64) -> bool {
+        let mut rx = self.resolved.subscribe();
+        rx.wait_for(|r| *r >= revision).await.is_ok()
+    }
+
+    /// The response header: this broker, the journal's route, and the keyspace revision
+    /// it was resolved at.
+    pub(crate) fn header(&self, route: Route) -> Header {
         Header {
             process_id: Some(self.id.clone()),
-            route: Some(self.route()),
+            route: Some(route),
             etcd: Some(header::Etcd {
                 cluster_id: 0,
                 member_id: 0,
-                revision: self.view.revision(),
+                revision: self.resolved_revision(),
                 raft_term: 0,
             }),
         }
+    }
+
+    /// Whether this broker's membership lease is known to hold now: a broker whose lease
+    /// may have expired may have lost its journals to another, and acknowledges nothing.
+    pub(crate) fn lease_holds(&self) -> bool {
+        Instant::now() < *self.lease_valid.borrow()
+    }
+
+    /// A client of the broker at `endpoint`, connected on first use and kept.
+    pub(crate) fn peer(&self, endpoint: &str) -> Result<JournalClient<Channel>, tonic::Status> {
+        if let Some(client) = lock(&self.peers).get(endpoint) {
+            return Ok(client.clone());
+        }
+        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+            .map_err(|e| {
+                tonic::Status::internal(format!("peer endpoint {endpoint:?} is not a URL: {e}"))
+            })?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        let client = JournalClient::new(channel)
+            .max_decoding_message_size(self.max_message_size.max(4 << 20))
+            .max_encoding_message_size(self.max_message_size);
+        lock(&self.peers).insert(endpoint.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    pub(crate) fn id(&self) -> &Id {
+        &self.id
     }
 
     /// Every journal spec in the keyspace, in name order.
@@ -105,54 +189,74 @@ impl Broker {
         self.exiting.load(Ordering::SeqCst)
     }
 
-    /// Starts, updates and stops replicas to match the journals assigned to this broker.
-    pub(crate) async fn reconcile(&self) {
+    /// Resolves every journal's route from the view, and starts, updates and stops
+    /// replicas so that this broker serves exactly the journals it is primary of. Returns
+    /// the transactions that advertise the routes it serves where their assignments
+    /// disagree.
+    pub(crate) async fn reconcile(&self) -> Vec<Txn> {
         if self.is_exiting() {
-            return;
+            return Vec::new();
         }
-        let assigned: HashMap<String, JournalSpec> = {
-            let (specs, assignments) = self
-                .view
-                .read(|state| (self.layout.specs(state), self.layout.assignments(state)));
-            specs
-                .items
-                .into_iter()
-                .filter(|entry| {
-                    assignments
-                        .items
-                        .get(&entry.spec.name)
-                        .is_some_and(|list| list.iter().any(|a| a.member == self.id))
-                })
-                .map(|entry| (entry.spec.name.clone(), entry.spec))
-                .collect()
+        let (revision, specs, members, assignments) = self.view.read(|state| {
+            (
+                state.revision(),
+                self.layout.specs(state).items,
+                self.layout.members(state).items,
+                self.layout.assignments(state).items,
+            )
+        });
+        let mut routes = Routes {
+            by_journal: HashMap::with_capacity(assignments.len()),
         };
+        let mut advertise = Vec::new();
+        let mut primary_of: HashMap<String, JournalSpec> = HashMap::new();
+        for entry in specs {
+            let Some(list) = assignments.get(&entry.spec.name) else {
+                continue;
+            };
+            let name = entry.spec.name.clone();
+            let route = folio_coordination::route_of(list, &members);
+            if list.iter().any(|a| a.slot == 0 && a.member == self.id) {
+                if let Some(txn) = advertise_route(&self.layout, &entry.spec.name, list, &members) {
+                    advertise.push(txn);
+                }
+                primary_of.insert(entry.spec.name.clone(), entry.spec);
+            }
+            routes.by_journal.insert(name, route);
+        }
         let (to_stop, to_update, to_start) = {
             let current = lock(&self.replicas);
             let to_stop: Vec<Replica> = current
                 .iter()
-                .filter(|(name, _)| !assigned.contains_key(*name))
+                .filter(|(name, _)| !primary_of.contains_key(*name))
                 .map(|(_, r)| r.clone())
                 .collect();
             let to_update: Vec<(Replica, JournalSpec)> = current
                 .iter()
                 .filter_map(|(name, r)| {
-                    assigned
+                    primary_of
                         .get(name)
                         .filter(|s| **s != r.spec())
                         .map(|s| (r.clone(), s.clone()))
                 })
                 .collect();
-            let to_start: Vec<JournalSpec> = assigned
+            let to_start: Vec<JournalSpec> = primary_of
                 .iter()
                 .filter(|(name, _)| !current.contains_key(*name))
                 .map(|(_, s)| s.clone())
                 .collect();
             (to_stop, to_update, to_start)
         };
+        for replica in &to_stop {
+            lock(&self.replicas).remove(replica.name());
+        }
+        // Publish before the slow part (opening stores, persisting spools): requests see
+        // the new routes, and a journal no longer served here is answered as such.
+        *lock(&self.routes) = Arc::new(routes);
         for spec in to_start {
             match self.open_stores(&spec).await {
                 Ok(stores) => {
-                    tracing::info!(journal = %spec.name, "serving journal");
+                    tracing::info!(journal = %spec.name, "serving journal as primary");
                     let replica = Replica::start(spec.clone(), stores, self.replica_config.clone());
                     lock(&self.replicas).insert(spec.name.clone(), replica);
                 }
@@ -164,14 +268,15 @@ impl Broker {
         for (replica, spec) in to_update {
             replica.set_spec(spec);
         }
+        self.resolved.send_replace(revision);
         for replica in to_stop {
-            lock(&self.replicas).remove(replica.name());
-            tracing::info!(journal = %replica.name(), "no longer serving journal");
+            tracing::info!(journal = %replica.name(), "no longer primary of journal");
             let left = replica.shutdown(Duration::from_secs(30)).await;
             if left > 0 {
                 tracing::error!(journal = %replica.name(), bytes = left, "stopped with unpersisted content");
             }
         }
+        advertise
     }
 
     /// Opens the spec's stores on a blocking thread: opening a `file://` store creates its
@@ -210,18 +315,27 @@ impl Broker {
         urls
     }
 
-    /// Follows the keyspace until `cancel`: allocates, then reconciles, on every revision.
-    pub(crate) async fn run_resolver(
-        self: Arc<Self>,
-        lease: folio_coordination::keyspace::LeaseId,
-        cancel: CancellationToken,
-    ) {
+    /// Follows the keyspace until `cancel`: on every revision the leader allocates, then
+    /// every broker reconciles and advertises the routes it serves as primary.
+    pub(crate) async fn run_resolver(self: Arc<Self>, cancel: CancellationToken) {
         let mut revisions = self.view.subscribe();
         loop {
-            if let Err(err) = crate::allocate::assign_to_self(&self, lease).await {
-                tracing::warn!(%err, "assigning journals failed; will retry at the next revision");
+            match allocate_once(&*self.keyspace, &self.view, &self.layout, &self.id).await {
+                Ok(Step::NotLeader | Step::Converged) => {}
+                Ok(Step::Wrote(outcome)) => {
+                    tracing::debug!(?outcome, "allocator wrote assignments");
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "allocating failed; will retry at the next revision")
+                }
             }
-            self.reconcile().await;
+            for txn in self.reconcile().await {
+                match self.keyspace.txn(txn).await {
+                    // A failed guard means the view moved on; the next revision decides.
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(%err, "advertising a route failed; will retry"),
+                }
+            }
             tokio::select! {
                 changed = revisions.changed() => if changed.is_err() { return },
                 () = tokio::time::sleep(Duration::from_secs(5)) => {}

@@ -6,8 +6,10 @@
 //! - the tonic service ([`JournalService`]): `List` (with `watch`), `Apply`, `Read`,
 //!   `Append`, `ListFragments`, `FragmentStoreHealth`; `Replicate` answers UNIMPLEMENTED
 //!   until replication between brokers lands;
-//! - the resolver that starts and stops journal replicas from the keyspace's assignments,
-//!   and assignment of journals to this broker (`allocate.rs`);
+//! - the resolver (`broker.rs`): runs the allocator when this broker leads, resolves
+//!   routes, starts and stops journal replicas, advertises synced routes;
+//! - routing (`proxy.rs`): requests for journals another broker serves are proxied to it,
+//!   or answered with its route under `do_not_proxy`;
 //! - [`serve`]: membership, keyspace view, gRPC health and reflection, and graceful
 //!   shutdown (stop appends, persist every spool, drain, leave);
 //! - the one mapping from internal errors to protocol `Status` and gRPC statuses
@@ -16,13 +18,13 @@
 //! It must not contain journal logic (that is `folio-journal`) or keyspace logic (that is
 //! `folio-coordination`); it wires them together.
 
-mod allocate;
 mod broker;
+mod proxy;
 mod serve;
 mod service;
 mod status;
 
 pub use broker::Broker;
 pub use folio_journal::MinAppendRate;
-pub use serve::{BrokerConfig, ServeError, serve};
+pub use serve::{BrokerConfig, DEFAULT_JOURNAL_LIMIT, ServeError, serve};
 pub use service::JournalService;

@@ -20,6 +20,10 @@ use tonic::transport::server::TcpIncoming;
 use crate::broker::Broker;
 use crate::service::JournalService;
 
+/// Default most journals per broker: far above Gazette's 1,024, since an idle journal
+/// costs a broker little (about 21 KB of memory each).
+pub const DEFAULT_JOURNAL_LIMIT: u32 = 100_000;
+
 /// Least time open RPCs get to finish after the spools are persisted at shutdown.
 const DRAIN_MIN: Duration = Duration::from_secs(2);
 
@@ -51,6 +55,8 @@ pub struct BrokerConfig {
     pub min_append_rate: MinAppendRate,
     /// Fragment uploads in progress at once, across all journals (at least 1).
     pub max_uploads: usize,
+    /// Most journals the allocator assigns to this broker (replicas included).
+    pub journal_limit: u32,
 }
 
 impl Default for BrokerConfig {
@@ -62,12 +68,13 @@ impl Default for BrokerConfig {
             default_store: None,
             memory_budget: 1 << 30,
             prefix: folio_coordination::keys::DEFAULT_PREFIX.into(),
-            lease_ttl: Duration::from_secs(20),
+            lease_ttl: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(60),
             max_message_size: 4 << 20,
             budget_wait: Duration::from_secs(10),
             min_append_rate: MinAppendRate::default(),
             max_uploads: folio_journal::replica::DEFAULT_UPLOADS,
+            journal_limit: DEFAULT_JOURNAL_LIMIT,
         }
     }
 }
@@ -117,7 +124,7 @@ pub async fn serve(
             id: Some(id.clone()),
             endpoint: endpoint.clone(),
         }),
-        journal_limit: 1024,
+        journal_limit: i32::try_from(config.journal_limit).unwrap_or(i32::MAX),
         exiting: false,
     };
     let membership = announce(keyspace.clone(), &layout, spec, config.lease_ttl).await?;
@@ -136,19 +143,14 @@ pub async fn serve(
     replica_config.min_append_rate = config.min_append_rate;
     replica_config.upload_slots = Arc::new(tokio::sync::Semaphore::new(config.max_uploads.max(1)));
     let broker = Arc::new(Broker::new(
-        id,
-        endpoint.clone(),
+        &config,
         layout,
         keyspace,
         view,
-        config.default_store.clone(),
         replica_config,
+        membership.valid_until(),
     ));
-    let resolver = tokio::spawn(
-        broker
-            .clone()
-            .run_resolver(membership.lease(), cancel.clone()),
-    );
+    let resolver = tokio::spawn(broker.clone().run_resolver(cancel.clone()));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter

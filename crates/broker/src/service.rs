@@ -23,6 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Streaming};
 
 use crate::broker::Broker;
+use crate::proxy::{self, Routed, Target};
 use crate::status::{Outcome, invalid, invalid_field, journal_outcome, oversize_status};
 
 /// Default and largest `ListFragments` page.
@@ -43,47 +44,83 @@ impl JournalService {
         Self { broker }
     }
 
+    /// Waits until this broker resolved routes at `revision` or later: a request (or a
+    /// proxying peer) that saw a newer revision is answered from at least that view.
     async fn wait_revision(&self, revision: i64) -> Result<(), tonic::Status> {
-        if revision <= self.broker.view.revision() {
+        if revision <= self.broker.resolved_revision() {
             return Ok(());
         }
-        match tokio::time::timeout(REVISION_WAIT, self.broker.view.wait_for_revision(revision))
-            .await
-        {
-            Ok(Ok(_)) => Ok(()),
+        // The view may need a load to prove it caught up (the revision's changes may lie
+        // outside the prefix); the resolver follows the view.
+        let caught_up = async {
+            self.broker.view.wait_for_revision(revision).await.ok()?;
+            self.broker.wait_resolved(revision).await.then_some(())
+        };
+        match tokio::time::timeout(REVISION_WAIT, caught_up).await {
+            Ok(Some(())) => Ok(()),
             _ => Err(tonic::Status::unavailable(format!(
                 "this broker's keyspace view has not reached revision {revision}"
             ))),
         }
     }
 
+    /// Where a request for `journal` goes: this broker's replica, a peer to proxy to, or
+    /// a status to answer with, each with the header to answer or proxy with. A request
+    /// proxied by a peer (it carries the peer's header) first waits for the peer's
+    /// revision, and is never proxied again.
+    async fn route_request(
+        &self,
+        journal: &str,
+        do_not_proxy: bool,
+        proxy_header: Option<&folio_protocol::Header>,
+        refusal: Status,
+    ) -> Result<Routed, tonic::Status> {
+        let proxied = proxied_revision(proxy_header);
+        if let Some(revision) = proxied {
+            self.wait_revision(revision).await?;
+        }
+        let route = self.broker.route(journal);
+        let replica = self.broker.replica(journal);
+        let target = proxy::target(
+            &route,
+            self.broker.id(),
+            replica.is_some(),
+            self.broker.has_spec(journal),
+            do_not_proxy,
+            proxied.is_some(),
+            refusal,
+        );
+        let header = self.broker.header(route);
+        Ok(match (target, replica) {
+            (Target::Local, Some(replica)) => Routed::Local(replica, header),
+            (Target::Local, None) => Routed::Answer(Status::NoJournalPrimaryBroker, header),
+            (Target::Peer(endpoint), _) => Routed::Peer(self.broker.peer(&endpoint)?, header),
+            (Target::Refuse(status), _) => Routed::Answer(status, header),
+        })
+    }
+
     fn list_snapshot(&self, selector: &folio_protocol::LabelSelector) -> ListResponse {
-        let route = self.broker.route();
+        let routes = self.broker.routes();
         let journals = self
             .broker
             .specs()
             .into_iter()
             .filter(|e| selector.matches_journal(&e.spec.name, e.spec.labels.as_ref()))
-            .map(|e| {
-                let served = self.broker.replica(&e.spec.name).is_some();
-                list_response::Journal {
-                    route: Some(if served {
-                        route.clone()
-                    } else {
-                        folio_protocol::Route {
-                            primary: -1,
-                            ..Default::default()
-                        }
-                    }),
-                    spec: Some(e.spec),
-                    mod_revision: e.mod_revision,
-                    create_revision: e.create_revision,
-                }
+            .map(|e| list_response::Journal {
+                route: Some(routes.by_journal.get(&e.spec.name).cloned().unwrap_or(
+                    folio_protocol::Route {
+                        primary: -1,
+                        ..Default::default()
+                    },
+                )),
+                spec: Some(e.spec),
+                mod_revision: e.mod_revision,
+                create_revision: e.create_revision,
             })
             .collect();
         ListResponse {
             status: Status::Ok as i32,
-            header: Some(self.broker.header()),
+            header: Some(self.broker.header(folio_protocol::Route::default())),
             journals,
         }
     }
@@ -133,19 +170,24 @@ impl JournalService {
             ),
         ))
     }
-
-    /// The status for a journal this broker does not serve.
-    fn not_served(&self, journal: &str) -> Status {
-        if self.broker.has_spec(journal) {
-            Status::NoJournalPrimaryBroker
-        } else {
-            Status::JournalNotFound
-        }
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The keyspace revision of a request proxied by another broker (which attached its
+/// header), or `None` for a client's request.
+fn proxied_revision(header: Option<&folio_protocol::Header>) -> Option<i64> {
+    header.map(|h| h.etcd.as_ref().map_or(0, |e| e.revision))
+}
+
+/// The answer when this broker's membership lease may have expired.
+fn lease_lapsed() -> tonic::Status {
+    tonic::Status::unavailable(
+        "this broker's membership lease may have expired, so another broker may serve the \
+         journal now; retry (the client resolves the route again)",
+    )
 }
 
 fn check_journal(journal: &str) -> Result<(), tonic::Status> {
@@ -267,14 +309,14 @@ impl Journal for JournalService {
         if !response.succeeded {
             return Ok(Response::new(ApplyResponse {
                 status: Status::EtcdTransactionFailed as i32,
-                header: Some(self.broker.header()),
+                header: Some(self.broker.header(folio_protocol::Route::default())),
             }));
         }
         // Reply after reading our own write.
         self.wait_revision(response.revision).await?;
         Ok(Response::new(ApplyResponse {
             status: Status::Ok as i32,
-            header: Some(self.broker.header()),
+            header: Some(self.broker.header(folio_protocol::Route::default())),
         }))
     }
 
@@ -300,18 +342,32 @@ impl Journal for JournalService {
             ));
         }
         self.wait_revision(request.min_etcd_revision).await?;
-        let header = Some(self.broker.header());
-        let Some(replica) = self.broker.replica(&request.journal) else {
-            let status = self.not_served(&request.journal);
-            let response = ReadResponse {
-                status: status as i32,
-                header,
-                ..Default::default()
-            };
-            return Ok(Response::new(Box::pin(futures::stream::once(async move {
-                Ok(response)
-            }))));
+        let routed = self
+            .route_request(
+                &request.journal,
+                request.do_not_proxy,
+                request.header.as_ref(),
+                Status::NotJournalBroker,
+            )
+            .await?;
+        let (replica, header) = match routed {
+            Routed::Local(replica, header) => (replica, header),
+            Routed::Peer(client, header) => {
+                let responses = proxy::read(client, request, header).await?;
+                return Ok(Response::new(Box::pin(responses)));
+            }
+            Routed::Answer(status, header) => {
+                let response = ReadResponse {
+                    status: status as i32,
+                    header: Some(header),
+                    ..Default::default()
+                };
+                return Ok(Response::new(Box::pin(futures::stream::once(async move {
+                    Ok(response)
+                }))));
+            }
         };
+        let header = Some(header);
         let mut events = replica.read(ReadParams {
             offset: request.offset,
             block: request.block,
@@ -405,18 +461,35 @@ impl Journal for JournalService {
             }
         }
         self.wait_revision(first.min_etcd_revision).await?;
-        let header = Some(self.broker.header());
         if self.broker.is_exiting() {
             return Err(tonic::Status::unavailable("broker is shutting down"));
         }
-        let Some(replica) = self.broker.replica(&first.journal) else {
-            let status = self.not_served(&first.journal);
-            return Ok(Response::new(AppendResponse {
-                status: status as i32,
-                header,
-                ..Default::default()
-            }));
+        let routed = self
+            .route_request(
+                &first.journal,
+                first.do_not_proxy,
+                first.header.as_ref(),
+                Status::NotJournalPrimaryBroker,
+            )
+            .await?;
+        let (replica, header) = match routed {
+            Routed::Local(replica, header) => (replica, header),
+            Routed::Peer(client, header) => {
+                let response = proxy::append(client, first, stream, header).await?;
+                return Ok(Response::new(response));
+            }
+            Routed::Answer(status, header) => {
+                return Ok(Response::new(AppendResponse {
+                    status: status as i32,
+                    header: Some(header),
+                    ..Default::default()
+                }));
+            }
         };
+        if !self.broker.lease_holds() {
+            return Err(lease_lapsed());
+        }
+        let header = Some(header);
         // Content in the first message (allowed by Gazette's clients) is the append's first chunk.
         let leading =
             (!first.content.is_empty()).then(|| Ok(AppendChunk::Content(first.content.clone())));
@@ -447,6 +520,10 @@ impl Journal for JournalService {
             subtract_registers: first.subtract_registers,
         };
         match replica.append(params, Box::pin(chunks)).await {
+            // The lease may have lapsed while the append streamed: another broker may
+            // serve the journal by now, so this one acknowledges nothing (the append is
+            // committed here; its client retries, at least once).
+            Ok(_) if !self.broker.lease_holds() => Err(lease_lapsed()),
             Ok(outcome) => Ok(Response::new(AppendResponse {
                 status: Status::Ok as i32,
                 header,
@@ -520,15 +597,30 @@ impl Journal for JournalService {
         }
         let ttl =
             duration_of(request.signature_ttl.as_ref(), "signatureTTL").map_err(invalid_field)?;
-        let header = Some(self.broker.header());
-        let Some(replica) = self.broker.replica(&request.journal) else {
-            let status = self.not_served(&request.journal);
-            return Ok(Response::new(FragmentsResponse {
-                status: status as i32,
-                header,
-                ..Default::default()
-            }));
+        let routed = self
+            .route_request(
+                &request.journal,
+                request.do_not_proxy,
+                request.header.as_ref(),
+                Status::NotJournalBroker,
+            )
+            .await?;
+        let (replica, header) = match routed {
+            Routed::Local(replica, header) => (replica, header),
+            Routed::Peer(client, header) => {
+                return Ok(Response::new(
+                    proxy::list_fragments(client, request, header).await?,
+                ));
+            }
+            Routed::Answer(status, header) => {
+                return Ok(Response::new(FragmentsResponse {
+                    status: status as i32,
+                    header: Some(header),
+                    ..Default::default()
+                }));
+            }
         };
+        let header = Some(header);
         let limit = match request.page_limit {
             0 => DEFAULT_PAGE_LIMIT,
             n => (n as usize).min(DEFAULT_PAGE_LIMIT),
@@ -599,7 +691,7 @@ impl Journal for JournalService {
                 )
             },
         )?;
-        let header = Some(self.broker.header());
+        let header = Some(self.broker.header(folio_protocol::Route::default()));
         let probed = match open_off_runtime(url).await {
             Ok(store) => check_health(&store, request.check_delete).await,
             Err(err) => Err(err),

@@ -39,6 +39,8 @@ enum BenchCommand {
     Tail(bench::tail::TailArgs),
     /// Reading persisted history via the broker and signed URLs, against raw GETs.
     Backfill(bench::backfill::BackfillArgs),
+    /// The allocator's decision time for a large simulated cluster.
+    Allocator(bench::allocator::AllocatorArgs),
     /// The no-op gRPC sink the append and tail benches start as their baseline.
     #[command(hide = true)]
     GrpcSinkServer(bench::sink::SinkServerArgs),
@@ -77,6 +79,7 @@ fn run(cli: Cli) -> Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(bench::backfill::run(args))
         }
+        Command::Bench(BenchCommand::Allocator(args)) => bench::allocator::run(args),
         Command::Bench(BenchCommand::GrpcSinkServer(args)) => {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(bench::sink::serve(args))

@@ -47,9 +47,14 @@ pub struct ServeArgs {
     /// answers FRAGMENT_STORE_UNHEALTHY.
     #[arg(long, default_value = "10s", env = "FOLIO_BUDGET_WAIT", value_parser = humantime::parse_duration)]
     pub budget_wait: Duration,
-    /// Membership lease TTL (etcd mode).
-    #[arg(long, default_value = "20s", env = "FOLIO_LEASE_TTL", value_parser = humantime::parse_duration)]
+    /// Membership lease TTL: how long after a broker stops renewing it (it crashed, or
+    /// lost etcd) its journals are reassigned. A broker stops acknowledging appends the
+    /// moment its lease may have lapsed. At least 2s.
+    #[arg(long, default_value = "10s", env = "FOLIO_LEASE_TTL", value_parser = humantime::parse_duration)]
     pub lease_ttl: Duration,
+    /// Most journals the allocator assigns to this broker, replicas included.
+    #[arg(long, default_value_t = folio_broker::DEFAULT_JOURNAL_LIMIT, env = "FOLIO_JOURNAL_LIMIT", value_parser = clap::value_parser!(u32).range(1..))]
+    pub journal_limit: u32,
     /// How long shutdown waits for spools to be persisted.
     #[arg(long, default_value = "60s", env = "FOLIO_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -80,6 +85,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         burst: args.min_append_burst,
         max_chunk: max_message as u64,
     };
+    if args.lease_ttl < Duration::from_secs(2) {
+        bail!(
+            "--lease-ttl: {} is too short (at least 2s: etcd grants leases in whole seconds, and renewals run every third of the TTL)",
+            humantime::format_duration(args.lease_ttl)
+        );
+    }
     if min_append_rate.bytes_per_second > 0 && min_append_rate.burst.is_zero() {
         bail!(
             "--min-append-burst: 0s leaves an append no time to send its first chunk; use at least 100ms"
@@ -128,6 +139,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         budget_wait: args.budget_wait,
         min_append_rate,
         max_uploads: usize::from(args.max_uploads),
+        journal_limit: args.journal_limit,
     };
     let mode = if args.etcd.is_empty() {
         format!("embedded keyspace in {}", data_dir.display())

@@ -83,6 +83,8 @@ pub struct Assignment {
     pub create_revision: i64,
     /// Revision of the assignment's last change (guards allocator txns).
     pub mod_revision: i64,
+    /// The lease the assignment is bound to: the assigned member's, so it dies with it.
+    pub lease: Option<LeaseId>,
 }
 
 /// Decoded items, and the keys under the layout that did not decode.
@@ -351,6 +353,7 @@ impl Layout {
                 route,
                 create_revision: kv.create_revision,
                 mod_revision: kv.mod_revision,
+                lease: kv.lease,
             },
         ))
     }

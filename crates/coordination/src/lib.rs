@@ -14,9 +14,9 @@
 //!   ([`keys`], [`Layout`]);
 //! - membership: announcing a broker under a lease and keeping the lease alive
 //!   ([`announce`], [`Membership`]);
-//! - the allocator: for now the single-member case ([`allocator::assign_all_to`]), a pure
-//!   function from specs and current assignments to assignment changes, and the code that
-//!   writes those changes in revision-guarded transactions.
+//! - the allocator ([`allocator::allocate`]): a pure function from specs, members and
+//!   current assignments to assignment changes, run by the leader (the oldest member) and
+//!   written in transactions fenced on its own key ([`allocator::write`]).
 //!
 //! It must not know about journals' content, spools, fragments, fragment stores, gRPC
 //! services or how a broker serves a route: it deals in specs, members, routes and revisions.
@@ -28,10 +28,10 @@
 //! - `view.rs`: [`KeySpaceView`] and its follow task.
 //! - `keys.rs`: key building and parsing, value decoding.
 //! - `membership.rs`: [`announce`], the keep-alive task.
-//! - `allocator.rs`: assignment decisions and writing them.
+//! - `allocator.rs`: assignment decisions; `allocator/write.rs`: writing them.
 //!
 //! Every long-lived task here (view follower, lease keep-alive, memory lease expiry,
-//! single-member allocator) is stopped by a `CancellationToken` or by dropping its owner.
+//! allocator) is stopped by a `CancellationToken` or by dropping its owner.
 
 pub mod allocator;
 pub mod etcd;
@@ -43,7 +43,7 @@ pub mod view;
 
 use std::path::PathBuf;
 
-pub use allocator::{AssignmentChange, assign_all_to};
+pub use allocator::{AssignmentChange, allocate, is_consistent, route_of};
 pub use etcd::EtcdKeySpace;
 pub use keys::{Assignment, AssignmentKey, DEFAULT_PREFIX, Decoded, Layout, Member, SpecEntry};
 pub use keyspace::{

@@ -47,6 +47,7 @@ pub struct Membership {
     lease: LeaseId,
     create_revision: i64,
     status: watch::Receiver<MemberStatus>,
+    valid_until: watch::Receiver<Instant>,
     cancel: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
@@ -70,6 +71,7 @@ pub async fn announce(
         )));
     }
     let key = layout.member_key(&id);
+    let granted = Instant::now();
     let lease = keyspace.grant_lease(ttl).await?;
     let txn = Txn::new()
         .when([Compare::ModRevision(key.clone(), 0)])
@@ -89,9 +91,11 @@ pub async fn announce(
         }
     };
     let (tx, status) = watch::channel(MemberStatus::Live);
+    // The lease was granted before the key was created: count its TTL from then.
+    let (valid_tx, valid_until) = watch::channel(granted + ttl - safety_margin(ttl));
     let cancel = CancellationToken::new();
     let task = tokio::spawn(
-        keep_alive(keyspace.clone(), lease, ttl, tx, cancel.clone())
+        keep_alive(keyspace.clone(), lease, ttl, tx, valid_tx, cancel.clone())
             .instrument(tracing::info_span!("member_keep_alive", member = %key, %lease)),
     );
     tracing::info!(member = %key, %lease, revision = resp.revision, "announced");
@@ -103,6 +107,7 @@ pub async fn announce(
         lease,
         create_revision: resp.revision,
         status,
+        valid_until,
         cancel,
         task: Some(task),
     })
@@ -147,6 +152,12 @@ impl Membership {
     /// The lease's status; changes once, to [`MemberStatus::Lost`], if the lease is lost.
     pub fn status(&self) -> watch::Receiver<MemberStatus> {
         self.status.clone()
+    }
+
+    /// Until when the lease is known to hold (see `keep_alive`): past it, this member must
+    /// not acknowledge anything on the strength of its assignments.
+    pub fn valid_until(&self) -> watch::Receiver<Instant> {
+        self.valid_until.clone()
     }
 
     /// Rewrites the member's spec (for example with `exiting: true` on shutdown), if this
@@ -200,29 +211,48 @@ impl Drop for Membership {
     }
 }
 
-/// Renews `lease` every `ttl / 3` until cancelled. Reports [`MemberStatus::Lost`] and stops
-/// when the lease is gone, or when no renewal succeeded for a whole TTL (the lease has then
-/// expired as far as anyone else can tell).
+/// Renews `lease` every `ttl / 3` until cancelled, publishing in `valid` how long the
+/// lease is known to hold: a renewal sent at `t` that succeeds keeps the lease until at
+/// least `t + ttl` as the keyspace counts, so `valid` is `t + ttl` less a margin for clock
+/// rate differences. Reports [`MemberStatus::Lost`] and stops when the lease is gone, or the
+/// moment `valid` passes without a newer renewal: from then on, for all this member knows,
+/// its keys are deleted and another member may serve its journals.
 async fn keep_alive(
     keyspace: Arc<dyn KeySpace>,
     lease: LeaseId,
     ttl: Duration,
     status: watch::Sender<MemberStatus>,
+    valid: watch::Sender<Instant>,
     cancel: CancellationToken,
 ) {
     let interval = ttl / 3;
-    let mut renewed = Instant::now();
     loop {
+        let valid_until = *valid.borrow();
+        let expired = async {
+            tokio::time::sleep_until(valid_until).await;
+        };
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
+            () = expired => {
+                lost(&status, format!("no renewal succeeded within the TTL ({ttl:?})"));
+                return;
+            }
         }
+        let sent = Instant::now();
+        let expired = tokio::time::sleep_until(valid_until);
         let attempt = tokio::select! {
             () = cancel.cancelled() => return,
+            () = expired => {
+                lost(&status, format!("no renewal succeeded within the TTL ({ttl:?})"));
+                return;
+            }
             attempt = tokio::time::timeout(interval, keyspace.keep_alive_once(lease)) => attempt,
         };
         match attempt {
-            Ok(Ok(())) => renewed = Instant::now(),
+            Ok(Ok(())) => {
+                valid.send_replace(sent + ttl - safety_margin(ttl));
+            }
             Ok(Err(Error::LeaseNotFound(_))) => {
                 lost(&status, "the lease expired or was revoked".into());
                 return;
@@ -230,14 +260,13 @@ async fn keep_alive(
             Ok(Err(err)) => tracing::warn!(error = %err, "renewing the lease failed"),
             Err(_) => tracing::warn!(?interval, "renewing the lease timed out"),
         }
-        if renewed.elapsed() >= ttl {
-            lost(
-                &status,
-                format!("no renewal succeeded within the TTL ({ttl:?})"),
-            );
-            return;
-        }
     }
+}
+
+/// The part of a TTL not counted on: clocks of this process and the keyspace may run at
+/// slightly different rates (1%), plus 50 ms of scheduling slack.
+fn safety_margin(ttl: Duration) -> Duration {
+    (ttl / 100 + Duration::from_millis(50)).min(ttl / 4)
 }
 
 fn lost(status: &watch::Sender<MemberStatus>, reason: String) {

@@ -10,15 +10,17 @@
 //! | `tail` | append ack to a blocking reader seeing the bytes, p50/p99 | gRPC in-memory relay | |
 //! | `backfill` | history read through the broker, and from signed URLs | raw `object_store` GETs | |
 //! | `persist` | fragment uploads per codec | raw multipart PUTs | |
+//! | `allocator` | assignment decisions, 100 members x 100,000 journals | round-robin assignment | |
 //!
 //! ## Layout
-//! - scenarios: `append.rs`, `tail.rs`, `backfill.rs`, `persist.rs`;
+//! - scenarios: `append.rs`, `tail.rs`, `backfill.rs`, `persist.rs`, `allocator.rs`;
 //! - what they share: `flags.rs` (flags), `load.rs` (the append load generator),
 //!   `rpc.rs` (connections and the append RPC), `broker.rs` (the broker under test),
 //!   `sink.rs` (the gRPC sink/relay server), `nats.rs` (the NATS peer), `process.rs`
 //!   (server processes and their CPU time), `latency.rs` (HDR histograms),
 //!   `payload.rs` (what is written), `stats.rs` (medians, ratios, tables).
 
+pub mod allocator;
 pub mod append;
 pub mod backfill;
 pub mod broker;

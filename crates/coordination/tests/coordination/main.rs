@@ -41,7 +41,7 @@ mod memory {
         view_waits_for_revision_outside_its_prefix,
         membership_is_exclusive_and_revocable,
         membership_reports_a_lost_lease,
-        single_member_allocator_assigns_every_journal,
+        allocator_runs_on_the_leader_and_binds_assigned_leases,
     );
 }
 
@@ -65,6 +65,6 @@ mod etcd {
         view_waits_for_revision_outside_its_prefix,
         membership_is_exclusive_and_revocable,
         membership_reports_a_lost_lease,
-        single_member_allocator_assigns_every_journal,
+        allocator_runs_on_the_leader_and_binds_assigned_leases,
     );
 }

@@ -1,13 +1,13 @@
-//! The view, membership and the single-member allocator, over any keyspace.
+//! The view, membership and the allocator, over any keyspace.
 
 use std::time::Duration;
 
-use folio_coordination::allocator::run_single_member;
+use folio_coordination::allocator::{self, write::Fence, write_changes};
 use folio_coordination::{
     Error, KeySpaceView, Layout, MemberStatus, Op, Txn, ViewOptions, announce,
 };
 use folio_protocol::process_spec::Id;
-use folio_protocol::{BrokerSpec, JournalSpec, ProcessSpec, Route};
+use folio_protocol::{BrokerSpec, JournalSpec, ProcessSpec};
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -214,9 +214,11 @@ pub async fn membership_reports_a_lost_lease(f: &Fixture) {
         .expect("revoking a lost lease is fine");
 }
 
-/// The embedded mode's allocator assigns every journal to the one member, removes the
-/// assignments of deleted journals, and the assignments die with the member's lease.
-pub async fn single_member_allocator_assigns_every_journal(f: &Fixture) {
+/// Two members run the allocator; only the leader (the older) writes. Journals are spread
+/// over both, each assignment is bound to the lease of the member it assigns (so a member's
+/// loss takes exactly its assignments), the survivor takes the lost journals, and a
+/// transaction fenced on a former leader's key applies nothing.
+pub async fn allocator_runs_on_the_leader_and_binds_assigned_leases(f: &Fixture) {
     let ks = &*f.ks;
     let layout = Layout::new(f.prefix.clone()).expect("layout");
     let spec = |name: &str| JournalSpec {
@@ -224,17 +226,28 @@ pub async fn single_member_allocator_assigns_every_journal(f: &Fixture) {
         replication: 1,
         ..JournalSpec::default()
     };
-    for name in ["acme/one", "acme/two"] {
+    let names: Vec<String> = (0..6).map(|i| format!("acme/j{i}")).collect();
+    for name in &names {
         ks.txn(Txn::new().and_then([Op::put(layout.spec_key(name), spec(name).encode_to_vec())]))
             .await
             .expect("put spec");
     }
-    let me = broker("local", "solo");
-    let process = me.process_spec.clone().expect("process spec");
-    let member = announce(f.ks.clone(), &layout, me, Duration::from_secs(10))
-        .await
-        .expect("announce");
-
+    let old = announce(
+        f.ks.clone(),
+        &layout,
+        broker("za", "old"),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("announce");
+    let young = announce(
+        f.ks.clone(),
+        &layout,
+        broker("zb", "young"),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("announce");
     let cancel = CancellationToken::new();
     let (view, view_task) = KeySpaceView::start(
         f.ks.clone(),
@@ -244,70 +257,106 @@ pub async fn single_member_allocator_assigns_every_journal(f: &Fixture) {
     )
     .await
     .expect("start the view");
-    let allocator = tokio::spawn(run_single_member(
-        f.ks.clone(),
-        view.clone(),
-        layout.clone(),
-        process.clone(),
-        member.lease(),
-        cancel.clone(),
-    ));
+    let runners: Vec<_> = [old.id().clone(), young.id().clone()]
+        .into_iter()
+        .map(|id| {
+            tokio::spawn(allocator::run(
+                f.ks.clone(),
+                view.clone(),
+                layout.clone(),
+                id,
+                cancel.clone(),
+            ))
+        })
+        .collect();
 
-    let id = process.id.clone().expect("id");
-    let expected_route = Route {
-        members: vec![id.clone()],
-        primary: 0,
-        endpoints: vec![process.endpoint.clone()],
-    };
-    let journals = |view: &KeySpaceView| {
+    let holders = |view: &KeySpaceView| {
         view.read(|state| {
             let assignments = layout.assignments(state);
             assert!(assignments.invalid.is_empty(), "{:?}", assignments.invalid);
             assignments
                 .items
-                .iter()
-                .map(|(journal, list)| {
-                    assert!(
-                        list.iter()
-                            .all(|a| a.member == id && a.slot == 0 && a.route == expected_route)
-                    );
-                    journal.clone()
+                .values()
+                .map(|list| {
+                    list.iter()
+                        .map(|a| (a.member.suffix.clone(), a.slot, a.lease))
+                        .collect::<Vec<_>>()
                 })
                 .collect::<Vec<_>>()
         })
     };
-    eventually(&view, "both journals are assigned", |v| {
-        journals(v) == ["acme/one", "acme/two"]
+    eventually(
+        &view,
+        "every journal is assigned, three to each member",
+        |v| {
+            let held = holders(v);
+            held.len() == 6
+                && held.iter().all(|l| l.len() == 1 && l[0].1 == 0)
+                && held.iter().filter(|l| l[0].0 == "old").count() == 3
+        },
+    )
+    .await;
+    for list in holders(&view) {
+        let (suffix, _, lease) = &list[0];
+        let expected = if suffix == "old" {
+            old.lease()
+        } else {
+            young.lease()
+        };
+        assert_eq!(
+            *lease,
+            Some(expected),
+            "bound to the assigned member's lease"
+        );
+    }
+
+    // The young member's lease goes: its assignments go with it, and the leader takes
+    // its journals.
+    young.revoke().await.expect("revoke");
+    eventually(&view, "the leader serves every journal", |v| {
+        let held = holders(v);
+        held.len() == 6 && held.iter().all(|l| l.len() == 1 && l[0].0 == "old")
     })
     .await;
 
-    ks.txn(Txn::new().and_then([Op::delete(layout.spec_key("acme/one"))]))
-        .await
-        .expect("delete spec");
-    ks.txn(Txn::new().and_then([Op::put(
-        layout.spec_key("acme/three"),
-        spec("acme/three").encode_to_vec(),
-    )]))
-    .await
-    .expect("put spec");
-    eventually(&view, "assignments follow the specs", |v| {
-        journals(v) == ["acme/three", "acme/two"]
-    })
-    .await;
-
+    // A decision fenced on a leader key that no longer exists writes nothing.
+    let fence = Fence {
+        key: layout.member_key(old.id()),
+        create_revision: old.create_revision(),
+    };
+    let (members, changes) = view.read(|state| {
+        let members = layout.members(state).items;
+        let mut specs = layout.specs(state).items;
+        specs.retain(|e| e.spec.name != "acme/j0");
+        let changes = allocator::allocate(&specs, &members, &layout.assignments(state).items);
+        (members, changes)
+    });
+    assert!(
+        !changes.is_empty(),
+        "the deleted spec's assignment would go"
+    );
     cancel.cancel();
-    tokio::time::timeout(WAIT, allocator)
-        .await
-        .expect("the allocator stops")
-        .expect("no panic")
-        .expect("no error");
+    for runner in runners {
+        tokio::time::timeout(WAIT, runner)
+            .await
+            .expect("the allocator stops")
+            .expect("no panic")
+            .expect("no error");
+    }
     tokio::time::timeout(WAIT, view_task)
         .await
         .expect("the view stops")
         .expect("no panic");
-
-    // Assignments are bound to the member's lease.
-    member.revoke().await.expect("revoke");
-    let left = ks.load(&layout.assign_prefix()).await.expect("load");
-    assert!(left.kvs.is_empty(), "{left:?}");
+    old.revoke().await.expect("revoke");
+    let before = ks.load(&layout.root()).await.expect("load");
+    let outcome = write_changes(ks, &layout, &fence, &members, &changes)
+        .await
+        .expect("write");
+    assert!(!outcome.applied, "the fence must fail");
+    let after = ks.load(&layout.root()).await.expect("load");
+    assert_eq!(before.kvs, after.kvs, "nothing changed");
+    assert!(
+        after.kvs.iter().all(|kv| !kv.key.contains("/assign/")),
+        "every assignment died with its member"
+    );
 }

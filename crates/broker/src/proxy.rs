@@ -1,0 +1,209 @@
+//! Routing: a request for a journal this broker does not serve goes to the broker that
+//! does.
+//!
+//! Appends go to the journal's primary; reads and fragment listings too, until replicas
+//! hold content. A request is proxied at most once: the proxying broker attaches its
+//! `Header` (its id, the route, its keyspace revision), and a broker that receives a
+//! request with a header waits for that revision and then serves it or answers with the
+//! route, never proxying it again, so two brokers whose views disagree cannot bounce a
+//! request between them. With `do_not_proxy`, the client asked to be told the route
+//! instead (`NOT_JOURNAL_PRIMARY_BROKER` for appends, `NOT_JOURNAL_BROKER` for reads).
+
+use folio_protocol::journal_client::JournalClient;
+use folio_protocol::{
+    AppendRequest, AppendResponse, FragmentsRequest, FragmentsResponse, Header, ReadRequest,
+    ReadResponse, Route,
+};
+use futures::{Stream, StreamExt};
+use tonic::Streaming;
+use tonic::transport::Channel;
+
+/// Where a request for a journal goes.
+#[derive(Debug)]
+pub(crate) enum Target {
+    /// This broker serves it.
+    Local,
+    /// Proxy it to the broker at this endpoint.
+    Peer(String),
+    /// Answer with this status (and the route in the header).
+    Refuse(folio_protocol::Status),
+}
+
+/// Where a request was routed, with the header to answer or proxy with.
+#[derive(Debug)]
+pub(crate) enum Routed {
+    /// Serve it from this replica.
+    Local(folio_journal::Replica, Header),
+    /// Proxy it with this client.
+    Peer(JournalClient<Channel>, Header),
+    /// Answer with this status.
+    Answer(folio_protocol::Status, Header),
+}
+
+/// Decides where a request goes. `served` is whether this broker holds the journal's
+/// replica; `proxied` whether the request came from another broker; `refusal` is the
+/// status for a client that asked not to be proxied.
+pub(crate) fn target(
+    route: &Route,
+    me: &folio_protocol::process_spec::Id,
+    served: bool,
+    has_spec: bool,
+    do_not_proxy: bool,
+    proxied: bool,
+    refusal: folio_protocol::Status,
+) -> Target {
+    use folio_protocol::Status;
+    if !has_spec {
+        return Target::Refuse(Status::JournalNotFound);
+    }
+    let primary = usize::try_from(route.primary)
+        .ok()
+        .and_then(|i| Some((route.members.get(i)?, route.endpoints.get(i)?)));
+    match primary {
+        Some((id, _)) if id == me => {
+            if served {
+                Target::Local
+            } else {
+                // Assigned, but its replica is still starting (or failed to open its store).
+                Target::Refuse(Status::NoJournalPrimaryBroker)
+            }
+        }
+        None => Target::Refuse(Status::NoJournalPrimaryBroker),
+        Some(_) if do_not_proxy || proxied => Target::Refuse(refusal),
+        Some((_, endpoint)) if endpoint.is_empty() => {
+            Target::Refuse(Status::NoJournalPrimaryBroker)
+        }
+        Some((_, endpoint)) => Target::Peer(endpoint.clone()),
+    }
+}
+
+/// Forwards an append: the first message (with this broker's header) and every later one,
+/// as they arrive. If the client's stream fails, the forwarded stream just ends without a
+/// commit, and the primary rolls the append back.
+pub(crate) async fn append(
+    mut client: JournalClient<Channel>,
+    first: AppendRequest,
+    rest: Streaming<AppendRequest>,
+    header: Header,
+) -> Result<AppendResponse, tonic::Status> {
+    let first = AppendRequest {
+        header: Some(header),
+        ..first
+    };
+    let rest = rest
+        .take_while(|m| futures::future::ready(m.is_ok()))
+        .filter_map(|m| futures::future::ready(m.ok()));
+    let upstream = futures::stream::once(async move { first }).chain(rest);
+    client
+        .append(upstream)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Forwards a read and relays its responses.
+pub(crate) async fn read(
+    mut client: JournalClient<Channel>,
+    request: ReadRequest,
+    header: Header,
+) -> Result<impl Stream<Item = Result<ReadResponse, tonic::Status>> + Send + 'static, tonic::Status>
+{
+    let request = ReadRequest {
+        header: Some(header),
+        ..request
+    };
+    Ok(client.read(request).await?.into_inner())
+}
+
+/// Forwards a fragment listing.
+pub(crate) async fn list_fragments(
+    mut client: JournalClient<Channel>,
+    request: FragmentsRequest,
+    header: Header,
+) -> Result<FragmentsResponse, tonic::Status> {
+    let request = FragmentsRequest {
+        header: Some(header),
+        ..request
+    };
+    client
+        .list_fragments(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use folio_protocol::Status;
+    use folio_protocol::process_spec::Id;
+
+    fn id(s: &str) -> Id {
+        Id {
+            zone: "z".into(),
+            suffix: s.into(),
+        }
+    }
+
+    fn route(primary: i32) -> Route {
+        Route {
+            members: vec![id("a"), id("b")],
+            primary,
+            endpoints: vec!["http://a".into(), "http://b".into()],
+        }
+    }
+
+    #[test]
+    fn requests_go_to_the_primary_once() {
+        let t = |route: &Route, me: &str, served, do_not_proxy, proxied| {
+            target(
+                route,
+                &id(me),
+                served,
+                true,
+                do_not_proxy,
+                proxied,
+                Status::NotJournalPrimaryBroker,
+            )
+        };
+        assert!(matches!(
+            t(&route(0), "a", true, false, false),
+            Target::Local
+        ));
+        assert!(
+            matches!(t(&route(0), "b", false, false, false), Target::Peer(e) if e == "http://a")
+        );
+        assert!(matches!(
+            t(&route(0), "b", false, true, false),
+            Target::Refuse(Status::NotJournalPrimaryBroker)
+        ));
+        assert!(
+            matches!(
+                t(&route(0), "b", false, false, true),
+                Target::Refuse(Status::NotJournalPrimaryBroker)
+            ),
+            "a proxied request is never proxied again"
+        );
+        assert!(matches!(
+            t(&route(-1), "a", false, false, false),
+            Target::Refuse(Status::NoJournalPrimaryBroker)
+        ));
+        assert!(
+            matches!(
+                t(&route(0), "a", false, false, false),
+                Target::Refuse(Status::NoJournalPrimaryBroker)
+            ),
+            "assigned but not started yet"
+        );
+        assert!(matches!(
+            target(
+                &route(0),
+                &id("a"),
+                true,
+                false,
+                false,
+                false,
+                Status::NotJournalPrimaryBroker
+            ),
+            Target::Refuse(Status::JournalNotFound)
+        ));
+    }
+}
