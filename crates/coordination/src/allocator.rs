@@ -86,6 +86,34 @@ fn describe_route<'m>(assignments: &[Assignment], endpoint: impl Fn(&Id) -> &'m 
     }
 }
 
+/// Whether `route` is what [`describe_route`] makes of `assignments`, without building it.
+fn describes<'m>(
+    route: &Route,
+    assignments: &[Assignment],
+    endpoint: impl Fn(&Id) -> &'m str,
+) -> bool {
+    let n = assignments.len();
+    if route.members.len() != n || route.endpoints.len() != n {
+        return false;
+    }
+    let mut primary = -1;
+    for (i, id) in route.members.iter().enumerate() {
+        if i > 0 && member_order(&route.members[i - 1], id) != std::cmp::Ordering::Less {
+            return false;
+        }
+        let Some(a) = assignments.iter().find(|a| a.member == *id) else {
+            return false;
+        };
+        if route.endpoints[i] != endpoint(id) {
+            return false;
+        }
+        if a.slot == 0 {
+            primary = i as i32;
+        }
+    }
+    route.primary == primary
+}
+
 /// Whether every assignment's route equals the route the assignments describe: the
 /// journal's members agree on its route, synced by its primary.
 pub fn is_consistent(assignments: &[Assignment], members: &[Member]) -> bool {
@@ -135,6 +163,7 @@ struct Held<'a> {
 /// A wanted journal's decision inputs.
 struct Wanted<'a> {
     name: &'a str,
+    spec_mod_revision: i64,
     replication: usize,
     held: Vec<Held<'a>>,
     consistent: bool,
@@ -163,11 +192,7 @@ pub fn allocate(
     let mut zones: Vec<&str> = members.iter().map(|m| m.id.zone.as_str()).collect();
     zones.sort_unstable();
     zones.dedup();
-    let index: HashMap<(&str, &str), usize> = members
-        .iter()
-        .enumerate()
-        .map(|(i, m)| ((m.id.zone.as_str(), m.id.suffix.as_str()), i))
-        .collect();
+    let index = MemberIndex::new(members);
     let mut slotted: Vec<Slotted> = members
         .iter()
         .map(|m| Slotted {
@@ -188,44 +213,64 @@ pub fn allocate(
         &slotted,
     )
     .len();
-    let live = |a: &Assignment| {
+    let live = |a: &Assignment| index.get(&a.member);
+    let endpoint = |id: &Id| {
         index
-            .get(&(a.member.zone.as_str(), a.member.suffix.as_str()))
-            .copied()
+            .get(id)
+            .and_then(|i| members[i].spec.process_spec.as_ref())
+            .map_or("", |p| p.endpoint.as_str())
     };
-    let endpoint = |id: &Id| live_endpoint(&index, members, id);
 
-    let wanted_specs: HashMap<&str, usize> = specs
+    // Specs by name: (name, replication when wanted, mod revision). Joined with the
+    // assignments (a BTreeMap, so in name order) by one merge, not a lookup per journal.
+    let mut by_name: Vec<(&str, Option<usize>, i64)> = specs
         .iter()
-        .filter(|e| {
-            e.spec
+        .map(|e| {
+            let suspended = e
+                .spec
                 .suspend
                 .as_ref()
-                .is_none_or(|s| s.level != SuspendLevel::Full as i32)
+                .is_some_and(|s| s.level == SuspendLevel::Full as i32);
+            let r = (!suspended).then(|| e.spec.replication.max(1) as usize);
+            (e.spec.name.as_str(), r, e.mod_revision)
         })
-        .map(|e| (e.spec.name.as_str(), e.spec.replication.max(1) as usize))
         .collect();
-    let spec_revision: HashMap<&str, i64> = specs
-        .iter()
-        .map(|e| (e.spec.name.as_str(), e.mod_revision))
-        .collect();
+    if !by_name.is_sorted_by(|a, b| a.0 <= b.0) {
+        by_name.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    }
+    let mut names: Vec<(&str, Option<usize>, i64)> = Vec::with_capacity(by_name.len());
+    {
+        let mut specs = by_name.iter().peekable();
+        for name in assignments.keys().map(String::as_str) {
+            while let Some(&&spec) = specs.peek().filter(|s| s.0 < name) {
+                names.push(spec);
+                specs.next();
+            }
+            match specs.peek() {
+                Some(&&spec) if spec.0 == name => {
+                    names.push(spec);
+                    specs.next();
+                }
+                _ => names.push((name, None, 0)),
+            }
+        }
+        names.extend(specs.copied());
+    }
+    names.dedup_by(|a, b| a.0 == b.0);
 
-    let mut names: Vec<&str> = wanted_specs.keys().copied().collect();
-    names.extend(assignments.keys().map(String::as_str));
-    names.sort_unstable();
-    names.dedup();
-
+    // Deletes decided while reading (dead members, journals without specs), then moves.
+    let mut early = Vec::new();
     let mut changes = Vec::new();
     let mut wanted: Vec<Wanted> = Vec::new();
     let mut total = 0;
-    for name in names {
+    for (name, wanted_replication, spec_mod_revision) in names {
         let list = assignments.get(name).map_or(&[][..], Vec::as_slice);
         let mut out = JournalChanges {
             journal: name,
-            spec_mod_revision: spec_revision.get(name).copied().unwrap_or(0),
-            changes: &mut changes,
+            spec_mod_revision,
+            changes: &mut early,
         };
-        let Some(&replication) = wanted_specs.get(name) else {
+        let Some(replication) = wanted_replication else {
             // No spec, or fully suspended: no member should serve it.
             for a in list {
                 out.delete(a);
@@ -250,13 +295,13 @@ pub fn allocate(
                 None => out.delete(a),
             }
         }
-        let route = describe_route(list, endpoint);
         total += replication.min(open_members);
         wanted.push(Wanted {
             name,
+            spec_mod_revision,
             replication,
             held,
-            consistent: list.iter().all(|a| a.route == route),
+            consistent: list.iter().all(|a| describes(&a.route, list, endpoint)),
             desired: Vec::new(),
         });
     }
@@ -310,7 +355,7 @@ pub fn allocate(
     for w in wanted {
         let mut out = JournalChanges {
             journal: w.name,
-            spec_mod_revision: spec_revision.get(w.name).copied().unwrap_or(0),
+            spec_mod_revision: w.spec_mod_revision,
             changes: &mut changes,
         };
         let mut held = w.held;
@@ -366,19 +411,50 @@ pub fn allocate(
             }
         }
     }
-    changes.sort_by(|a, b| a.key.journal.cmp(&b.key.journal));
-    changes
+    merge_by_journal(early, changes)
 }
 
-fn live_endpoint<'m>(
-    index: &HashMap<(&str, &str), usize>,
-    members: &'m [Member],
-    id: &Id,
-) -> &'m str {
-    index
-        .get(&(id.zone.as_str(), id.suffix.as_str()))
-        .and_then(|&i| members[i].spec.process_spec.as_ref())
-        .map_or("", |p| p.endpoint.as_str())
+/// Merges two lists of changes, each in journal order, keeping each journal's changes
+/// together (those of `a` first).
+fn merge_by_journal(a: Vec<AssignmentChange>, b: Vec<AssignmentChange>) -> Vec<AssignmentChange> {
+    if a.is_empty() {
+        return b;
+    }
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let mut b = b.into_iter().peekable();
+    for change in a {
+        while b.peek().is_some_and(|c| c.key.journal < change.key.journal) {
+            out.extend(b.next());
+        }
+        out.push(change);
+    }
+    out.extend(b);
+    out
+}
+
+/// Members by id, for lookups by binary search (no hashing of long strings).
+struct MemberIndex<'m> {
+    sorted: Vec<(&'m str, &'m str, usize)>,
+}
+
+impl<'m> MemberIndex<'m> {
+    fn new(members: &'m [Member]) -> Self {
+        let mut sorted: Vec<(&str, &str, usize)> = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.id.zone.as_str(), m.id.suffix.as_str(), i))
+            .collect();
+        sorted.sort_unstable();
+        Self { sorted }
+    }
+
+    fn get(&self, id: &Id) -> Option<usize> {
+        let key = (id.zone.as_str(), id.suffix.as_str());
+        self.sorted
+            .binary_search_by(|(z, s, _)| (*z, *s).cmp(&key))
+            .ok()
+            .map(|at| self.sorted[at].2)
+    }
 }
 
 /// Evens out a desired state the fill left uneven (its last journals found quota only in
@@ -401,7 +477,34 @@ fn repair_balance(wanted: &mut [Wanted], slotted: &mut [Slotted], open_zones: us
         zones_of(members, slotted).len() >= needed
     };
     let held = |w: &Wanted, m: usize| w.held.iter().any(|h| h.member == m);
-    // Each pass moves one journal; the bound keeps a pathological input from spinning.
+    // First, sweeps of direct moves: journals a member is not in yet first (they move
+    // nothing already in place), then any.
+    for only_new in [true, false] {
+        if !slotted.iter().any(|m| !m.exiting && m.desired > m.target) {
+            return;
+        }
+        for w in wanted.iter_mut() {
+            for pos in 0..w.desired.len() {
+                let o = w.desired[pos];
+                if slotted[o].exiting || slotted[o].desired <= slotted[o].target {
+                    continue;
+                }
+                if only_new && held(w, o) {
+                    continue;
+                }
+                let into = (0..slotted.len())
+                    .filter(|&u| slotted[u].has_quota() && swap_ok(w, o, u, slotted))
+                    .min_by_key(|&u| (slotted[u].desired as i64 - slotted[u].target as i64, u));
+                if let Some(u) = into {
+                    w.desired[pos] = u;
+                    slotted[o].desired -= 1;
+                    slotted[u].desired += 1;
+                }
+            }
+        }
+    }
+    // Then moves through a member at its target, one per pass; the bound keeps a
+    // pathological input from spinning.
     for _ in 0..wanted.len().max(16) {
         let over: Vec<usize> = (0..slotted.len())
             .filter(|&i| !slotted[i].exiting && slotted[i].desired > slotted[i].target)
@@ -455,6 +558,18 @@ fn repair_balance(wanted: &mut [Wanted], slotted: &mut [Slotted], open_zones: us
     }
 }
 
+/// Distinct zones of `route` plus `extra`, without allocating (routes are short).
+fn distinct_zones(route: &[usize], extra: Option<usize>, slotted: &[Slotted]) -> usize {
+    let zone = |k: usize| match route.get(k) {
+        Some(&m) => slotted[m].zone,
+        None => slotted[extra.expect("k < route.len() + 1")].zone,
+    };
+    let n = route.len() + usize::from(extra.is_some());
+    (0..n)
+        .filter(|&k| (0..k).all(|j| zone(j) != zone(k)))
+        .count()
+}
+
 /// Whether a route of `route` plus `m` can still reach `needed` zones with the slots left.
 fn spread_possible(
     route: &[usize],
@@ -463,8 +578,8 @@ fn spread_possible(
     needed: usize,
     slotted: &[Slotted],
 ) -> bool {
-    let zones = zones_of(route.iter().copied().chain([m]), slotted).len();
-    let left = replication - route.len() - 1;
+    let zones = distinct_zones(route, Some(m), slotted);
+    let left = replication.saturating_sub(route.len() + 1);
     zones + left >= needed
 }
 
@@ -478,17 +593,18 @@ fn best_candidate(
     slotted: &[Slotted],
     quota: bool,
 ) -> Option<usize> {
-    let zones = zones_of(route.iter().copied(), slotted);
+    let have = distinct_zones(route, None, slotted);
+    let left = replication.saturating_sub(route.len() + 1);
     let mut best: Option<(bool, i64, usize)> = None;
     for (i, m) in slotted.iter().enumerate() {
         let eligible = if quota { m.has_quota() } else { m.has_room() };
-        if !eligible
-            || route.contains(&i)
-            || !spread_possible(route, i, replication, needed, slotted)
-        {
+        if !eligible || route.contains(&i) {
             continue;
         }
-        let new_zone = zones.binary_search(&m.zone).is_err();
+        let new_zone = route.iter().all(|&r| slotted[r].zone != m.zone);
+        if have + usize::from(new_zone) + left < needed {
+            continue;
+        }
         let key = (!new_zone, m.desired as i64 - m.target as i64, i);
         if best.is_none_or(|b| key < b) {
             best = Some(key);
@@ -1100,6 +1216,20 @@ mod tests {
             sim.converge(&specs, &members);
             check_converged(&sim, &specs, &members, balanced_zones(&members));
             prop_assert!(allocate(&specs, &members, &sim.assignments).is_empty());
+            // The allocator's allocation-free consistency check agrees with building the route.
+            let endpoint = |id: &Id| {
+                members.iter().find(|m| m.id == *id).and_then(|m| m.spec.process_spec.as_ref()).map_or("", |p| p.endpoint.as_str())
+            };
+            for list in sim.assignments.values() {
+                let route = route_of(list, &members);
+                prop_assert!(describes(&route, list, endpoint));
+                let mut other = route.clone();
+                other.endpoints[0].push('x');
+                prop_assert!(!describes(&other, list, endpoint));
+                let mut other = route.clone();
+                other.primary = -1;
+                prop_assert!(!describes(&other, list, endpoint));
+            }
         }
 
         /// After a member dies, joins or starts exiting, the cluster converges again, and
