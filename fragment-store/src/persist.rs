@@ -61,6 +61,26 @@ impl Default for PersistOptions {
     }
 }
 
+/// The stored fragment of `fragment` when its file is already in `store` (another replica
+/// uploaded it), found with one HEAD; `None` when it is not there. A replica asks this
+/// before uploading a fragment its primary is expected to have uploaded.
+pub async fn find_persisted(
+    store: &FragmentStore,
+    fragment: &Fragment,
+) -> Result<Option<Fragment>> {
+    let name = format_fragment_path(fragment);
+    let path = store.path(&name)?;
+    match store.object_store().head(&path).await {
+        Ok(meta) => Ok(Some(Fragment {
+            backing_store: store.url().to_owned(),
+            mod_time: meta.last_modified.timestamp(),
+            ..fragment.clone()
+        })),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(source) => Err(Error::store("head", path, source)),
+    }
+}
+
 /// Uploads `content` (the fragment's uncompressed bytes, in order, as chunks) as the
 /// fragment file of `fragment`, and returns the stored fragment: `backing_store` set to
 /// the store URL and `mod_time` to the upload time.

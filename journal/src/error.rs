@@ -53,6 +53,13 @@ pub enum Error {
         /// The minimum rate.
         rate: crate::flow::MinAppendRate,
     },
+    /// A peer of the route failed or disagreed, so the append cannot be acknowledged; it
+    /// was rolled back, and the next append syncs the route's peers again.
+    #[error("replication failed: {0}")]
+    Replication(String),
+    /// This broker is not the journal's primary: appends go to the primary.
+    #[error("this broker is not the journal's primary")]
+    NotPrimary,
     /// The replica is shutting down.
     #[error("journal replica is shutting down")]
     ShuttingDown,

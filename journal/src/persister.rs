@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use folio_fragment_store::FragmentStore;
-use folio_fragment_store::persist::{PersistOptions, persist};
+use folio_fragment_store::persist::{PersistOptions, find_persisted, persist};
 use folio_protocol::{Fragment, PathPostfixTemplate};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -37,6 +37,9 @@ pub(crate) struct PersistJob {
     pub closed: ClosedFragment,
     pub charge: Charge,
     pub template: String,
+    /// A replica's copy: at this time, look for the file its primary uploaded, and upload
+    /// it only if it is not there (the primary died first).
+    pub check_at: Option<tokio::time::Instant>,
 }
 
 /// What the persister reports back to its replica.
@@ -67,11 +70,28 @@ pub(crate) async fn run(
             continue;
         };
         let mut fragment = job.closed.fragment.clone();
-        // Specs are validated on apply, so the template parses.
-        if !job.template.is_empty()
+        // Specs are validated on apply, so the template parses. A postfix decided by the
+        // primary (and replicated) wins, so every copy names one file.
+        if fragment.path_postfix.is_empty()
+            && !job.template.is_empty()
             && let Ok(t) = PathPostfixTemplate::parse(&job.template)
         {
             fragment.path_postfix = t.render(job.closed.first_append_time);
+        }
+        if let Some(at) = job.check_at {
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {}
+                () = cancel.cancelled() => {
+                    tracing::error!(journal = %fragment.journal, begin = fragment.begin, end = fragment.end,
+                        "shutting down with an unpersisted fragment");
+                    return;
+                }
+            }
+            if let Ok(Some(stored)) = find_persisted(store, &fragment).await {
+                sink.persisted(job.closed.fragment.begin, stored);
+                drop(job.charge);
+                continue;
+            }
         }
         let mut delays = retry_delays();
         loop {

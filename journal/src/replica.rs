@@ -30,13 +30,18 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::flow::MinAppendRate;
 use crate::persister::{self, PersistJob, PersistSink};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Connector, NoPeers, Pipeline, Topology};
 use crate::rate::RateLimiter;
 use crate::spool::Spool;
 
 mod append;
 mod read;
 mod refresh;
+mod replicate;
+
+/// How long a replica keeps a closed fragment before it looks for the file its primary
+/// uploaded (and uploads it itself if the primary died first).
+pub const REPLICA_PERSIST_DELAY: Duration = Duration::from_secs(5);
 
 /// Largest content of one read response.
 pub const READ_CHUNK: usize = 128 << 10;
@@ -73,6 +78,8 @@ pub struct ReplicaConfig {
     /// The wall clock flush-interval segments, first-append times and index refreshes
     /// read ([`SystemClock`] unless a test controls time).
     pub clock: Arc<dyn Clock>,
+    /// Opens `Replicate` streams to the route's other members.
+    pub connector: Arc<dyn Connector>,
 }
 
 impl ReplicaConfig {
@@ -87,6 +94,7 @@ impl ReplicaConfig {
             upload_slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_UPLOADS)),
             verify_slots: Arc::new(tokio::sync::Semaphore::new(VERIFYING_READS)),
             clock: Arc::new(SystemClock),
+            connector: Arc::new(NoPeers),
         }
     }
 }
@@ -183,6 +191,16 @@ struct Inner {
     stopping: CancellationToken,
     /// Cancelled when shutdown ends: background tasks and blocking reads stop.
     cancel: CancellationToken,
+    /// Where this broker stands in the journal's route; `None` for a standalone replica
+    /// (it is its own primary, with no peers).
+    topology: Mutex<Option<Topology>>,
+    /// The route the append pipeline last synced.
+    synced: Mutex<Option<folio_protocol::Route>>,
+    /// Memory ran short while an append held the pipeline: roll at the next append.
+    roll_requested: std::sync::atomic::AtomicBool,
+    /// Cancelled when the route changes: a primary's stream from an older route (a paused
+    /// or partitioned former primary) must not keep this replica's spool.
+    replication_cancel: Mutex<CancellationToken>,
     tasks: Mutex<JoinSet<()>>,
 }
 
@@ -193,6 +211,9 @@ struct AppendState {
     pipeline: Pipeline,
     /// The flush-interval segment the spool's first append fell in.
     spool_segment: Option<i64>,
+    /// False while an append is in progress and after one failed: the pipeline's peers may
+    /// hold its content, so the next append syncs them again.
+    clean: bool,
 }
 
 #[derive(Debug)]
@@ -237,6 +258,7 @@ impl Replica {
                 limiter: RateLimiter::new(spec.max_append_rate),
                 pipeline: Pipeline::local(),
                 spool_segment: None,
+                clean: true,
             }),
             state: Mutex::new(State {
                 spool: Spool::new(&name, 0, codec),
@@ -253,6 +275,10 @@ impl Replica {
             store_error: Mutex::new(None),
             stopping: CancellationToken::new(),
             cancel: CancellationToken::new(),
+            topology: Mutex::new(None),
+            synced: Mutex::new(None),
+            roll_requested: std::sync::atomic::AtomicBool::new(false),
+            replication_cancel: Mutex::new(CancellationToken::new()),
             tasks: Mutex::new(JoinSet::new()),
         });
         let replica = Replica { inner };
@@ -294,6 +320,52 @@ impl Replica {
     /// It never waits for an append in progress: the next append picks it up.
     pub fn set_spec(&self, spec: JournalSpec) {
         *lock(&self.inner.spec) = spec;
+    }
+
+    /// Sets where this broker stands in the journal's route. A replica that becomes the
+    /// primary syncs its peers at the next append (or [`Replica::sync`]).
+    pub fn set_topology(&self, topology: Topology) {
+        let mut current = lock(&self.inner.topology);
+        let changed = current.as_ref().is_none_or(|t| t.route != topology.route);
+        *current = Some(topology);
+        drop(current);
+        if changed {
+            let old = std::mem::take(&mut *lock(&self.inner.replication_cancel));
+            old.cancel();
+        }
+    }
+
+    /// Where this broker stands in the journal's route, if it was told.
+    pub fn topology(&self) -> Option<Topology> {
+        lock(&self.inner.topology).clone()
+    }
+
+    /// Whether this replica is its journal's primary (a standalone replica is).
+    pub fn is_primary(&self) -> bool {
+        lock(&self.inner.topology)
+            .as_ref()
+            .is_none_or(Topology::is_primary)
+    }
+
+    /// The route the primary's pipeline last synced every member of (`None` before the
+    /// first sync and after a failure).
+    pub fn synced_route(&self) -> Option<folio_protocol::Route> {
+        lock(&self.inner.synced).clone()
+    }
+
+    /// As the primary: syncs the route's members now (the pulse after a route change), so
+    /// the route can be advertised without waiting for an append.
+    pub async fn sync(&self) -> Result<()> {
+        if !self.is_primary() {
+            return Err(Error::NotPrimary);
+        }
+        self.wait_listed().await?;
+        let mut append = tokio::select! {
+            guard = self.inner.append_lock.lock() => guard,
+            () = self.inner.stopping.cancelled() => return Err(Error::ShuttingDown),
+        };
+        let spec = self.spec();
+        self.ensure_synced(&mut append, &spec).await
     }
 
     /// The committed write head.

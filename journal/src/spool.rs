@@ -27,6 +27,9 @@ pub struct Spool {
     saved: Option<(RunningSha1, usize)>,
     /// Unix seconds of the first committed append, for path-postfix templates.
     first_append_time: Option<i64>,
+    /// The path postfix the fragment's file goes under, decided by the primary at the
+    /// first append (replicas adopt it from proposals, so every copy has one name).
+    path_postfix: String,
 }
 
 /// A running SHA-1 that can be saved and restored (cloned) cheaply. aws-lc's
@@ -85,7 +88,31 @@ impl Spool {
             hasher: RunningSha1::new(),
             saved: None,
             first_append_time: None,
+            path_postfix: String::new(),
         }
+    }
+
+    /// Sets the path postfix of the fragment's file (the primary, at the first append; a
+    /// replica, from a proposal).
+    pub fn set_path_postfix(&mut self, postfix: String) {
+        self.path_postfix = postfix;
+    }
+
+    /// The fragment as it would be with the uncommitted append committed: what a primary
+    /// proposes to its peers at commit.
+    pub fn proposal(&self) -> Fragment {
+        Fragment {
+            end: self.pending_end(),
+            sum: Some(self.hasher.clone().sum()),
+            ..self.fragment()
+        }
+    }
+
+    /// Starts over, empty, at `begin` (after a roll, when a peer of the route holds content
+    /// up to `begin`). Drops nothing committed: callers roll first.
+    pub fn restart_at(&mut self, begin: i64, codec: CompressionCodec) {
+        debug_assert!(self.is_empty() && self.pending_len() == 0);
+        *self = Spool::new(&self.journal, begin, codec);
     }
 
     /// First offset of the spool.
@@ -185,6 +212,7 @@ impl Spool {
             end: self.end,
             sum: Some(hasher.sum()),
             compression_codec: self.codec as i32,
+            path_postfix: self.path_postfix.clone(),
             ..Default::default()
         }
     }

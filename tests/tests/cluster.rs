@@ -63,9 +63,9 @@ fn start_cluster(n: usize) -> Cluster {
     Cluster { brokers, _dir: dir }
 }
 
-fn spec(name: &str) -> folio_protocol::JournalSpec {
+fn spec(name: &str, replication: u32) -> folio_protocol::JournalSpec {
     let yaml = format!(
-        "journals:\n  - name: {name}\n    replication: 1\n    fragment: {{ length: 1MiB, compression_codec: NONE, refresh_interval: 1s }}\n"
+        "journals:\n  - name: {name}\n    replication: {replication}\n    fragment: {{ length: 1MiB, compression_codec: NONE, refresh_interval: 1s }}\n"
     );
     SpecsDocument::from_yaml(&yaml)
         .expect("valid spec")
@@ -73,11 +73,15 @@ fn spec(name: &str) -> folio_protocol::JournalSpec {
 }
 
 async fn create(client: &mut Client, names: &[String]) {
+    create_with(client, names, 1).await
+}
+
+async fn create_with(client: &mut Client, names: &[String], replication: u32) {
     let changes = names
         .iter()
         .map(|name| apply_request::Change {
             expect_mod_revision: 0,
-            upsert: Some(spec(name)),
+            upsert: Some(spec(name, replication)),
             delete: String::new(),
         })
         .collect();
@@ -172,10 +176,9 @@ async fn read_all(client: &mut Client, journal: &str, to: i64) -> Vec<u8> {
     out
 }
 
-/// Each journal's primary (by broker id) as `client`'s broker lists it; `None` for a
-/// journal without one.
-async fn primaries(client: &mut Client, names: &[String]) -> BTreeMap<String, Option<String>> {
-    let list = client
+/// Every journal `client`'s broker lists, with its route.
+async fn list_journals(client: &mut Client) -> Vec<folio_protocol::list_response::Journal> {
+    client
         .list(ListRequest::default())
         .await
         .expect("list")
@@ -183,9 +186,15 @@ async fn primaries(client: &mut Client, names: &[String]) -> BTreeMap<String, Op
         .next()
         .await
         .expect("a snapshot")
-        .expect("list response");
+        .expect("list response")
+        .journals
+}
+
+/// Each journal's primary (by broker id) as `client`'s broker lists it; `None` for a
+/// journal without one.
+async fn primaries(client: &mut Client, names: &[String]) -> BTreeMap<String, Option<String>> {
     let mut out = BTreeMap::new();
-    for journal in list.journals {
+    for journal in list_journals(client).await {
         let spec = journal.spec.expect("spec");
         if !names.contains(&spec.name) {
             continue;
@@ -368,4 +377,96 @@ async fn journals_spread_over_brokers_and_any_broker_routes_to_the_primary() {
         &written[&journal][..kept],
         "the store's history of {journal} survives"
     );
+}
+
+/// The route of `journal` as `client`'s broker lists it.
+async fn route_of(client: &mut Client, journal: &str) -> folio_protocol::Route {
+    list_journals(client)
+        .await
+        .into_iter()
+        .find(|j| j.spec.as_ref().is_some_and(|s| s.name == journal))
+        .and_then(|j| j.route)
+        .expect("the journal is listed")
+}
+
+/// Replication 2 over three brokers: a writer appends numbered records through the broker
+/// outside the route (proxied to the primary); the primary is killed with SIGKILL half-way;
+/// the writer retries until the replica is promoted. Every acknowledged record is read back
+/// at the offsets its acknowledgement named, through the survivors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_appends_survive_kill_9_of_the_primary() {
+    let mut cluster = start_cluster(3);
+    let mut clients = Vec::new();
+    for broker in &cluster.brokers {
+        clients.push(broker.client().await.expect("broker answers"));
+    }
+    let journal = "cluster/replicated/part-000".to_owned();
+    create_with(&mut clients[0], std::slice::from_ref(&journal), 2).await;
+    // Wait for a full route: two members, with a primary.
+    let deadline = Instant::now() + WAIT;
+    let route = loop {
+        let route = route_of(&mut clients[0], &journal).await;
+        if route.members.len() == 2 && route.primary >= 0 {
+            break route;
+        }
+        assert!(Instant::now() < deadline, "no full route: {route:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let index_of = |suffix: &str| {
+        suffix
+            .strip_prefix("broker-")
+            .and_then(|n| n.parse::<usize>().ok())
+            .expect("a broker id")
+    };
+    let primary = index_of(&route.members[route.primary as usize].suffix);
+    let members: Vec<usize> = route.members.iter().map(|m| index_of(&m.suffix)).collect();
+    let outside = (0..3)
+        .find(|b| !members.contains(b))
+        .expect("a broker outside the route");
+    eprintln!("route {members:?}, primary broker-{primary}, writing through broker-{outside}");
+
+    let mut acked: Vec<(i64, Vec<u8>)> = Vec::new();
+    let mut killed_at = None;
+    let mut failover = None;
+    for i in 0..120 {
+        if i == 60 {
+            cluster.brokers[primary].kill9().expect("kill -9");
+            killed_at = Some(Instant::now());
+        }
+        let record = format!("record {i:05} {}\n", "x".repeat(100 + i % 50));
+        let begin = append_retrying(&mut clients[outside], &journal, record.as_bytes()).await;
+        if let (Some(at), None) = (killed_at, failover) {
+            failover = Some(at.elapsed());
+        }
+        acked.push((begin, record.into_bytes()));
+    }
+    eprintln!(
+        "kill -9 of the primary to the first acknowledged append: {:.2} s (lease TTL {} s)",
+        failover.expect("appends resumed").as_secs_f64(),
+        LEASE_TTL.as_secs()
+    );
+    // No two acknowledged appends overlap, and every one reads back where it was acked.
+    for pair in acked.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        assert!(
+            a.0 + a.1.len() as i64 <= b.0,
+            "acknowledged appends overlap: [{}, {}) and [{}, ...)",
+            a.0,
+            a.0 + a.1.len() as i64,
+            b.0
+        );
+    }
+    let end = acked
+        .last()
+        .map(|(b, r)| b + r.len() as i64)
+        .expect("appends");
+    let survivor = (0..3).find(|&b| b != primary).expect("a survivor");
+    let content = read_all(&mut clients[survivor], &journal, end).await;
+    for (begin, record) in &acked {
+        let at = *begin as usize;
+        assert!(
+            content.get(at..at + record.len()) == Some(&record[..]),
+            "acknowledged record at {begin} does not read back"
+        );
+    }
 }

@@ -22,6 +22,7 @@ use folio_coordination::allocator::write::{Step, advertise_route, allocate_once}
 use folio_coordination::keys::{Layout, SpecEntry};
 use folio_coordination::keyspace::{KeySpace, Txn};
 use folio_fragment_store::FragmentStore;
+use folio_journal::pipeline::Topology;
 use folio_journal::{Replica, ReplicaConfig};
 use folio_protocol::journal_client::JournalClient;
 use folio_protocol::process_spec::Id;
@@ -30,6 +31,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+
+use crate::replication::{GrpcConnector, Peers};
 
 /// Routes of every assigned journal, as resolved at one keyspace revision.
 #[derive(Debug, Default)]
@@ -53,9 +56,12 @@ pub struct Broker {
     resolved: watch::Sender<i64>,
     /// Until when the membership lease is known to hold (nothing is acknowledged after).
     lease_valid: watch::Receiver<Instant>,
-    /// Clients of other brokers, by endpoint, for proxying.
-    peers: Mutex<HashMap<String, JournalClient<Channel>>>,
-    max_message_size: usize,
+    /// Clients of other brokers, for proxying and replication.
+    peers: Arc<Peers>,
+    /// Journals whose route a pulse is syncing now.
+    pulsing: Mutex<std::collections::HashSet<String>>,
+    /// Wakes the resolver (a pulse finished: its route can be advertised).
+    wake: tokio::sync::Notify,
     exiting: AtomicBool,
 }
 
@@ -70,9 +76,13 @@ impl Broker {
         layout: Layout,
         keyspace: Arc<dyn KeySpace>,
         view: KeySpaceView,
-        replica_config: ReplicaConfig,
+        mut replica_config: ReplicaConfig,
         lease_valid: watch::Receiver<Instant>,
     ) -> Self {
+        let peers = Arc::new(Peers::new(config.max_message_size));
+        replica_config.connector = Arc::new(GrpcConnector {
+            peers: peers.clone(),
+        });
         Self {
             id: Id {
                 zone: config.zone.clone(),
@@ -87,8 +97,9 @@ impl Broker {
             routes: Mutex::new(Arc::new(Routes::default())),
             resolved: watch::Sender::new(0),
             lease_valid,
-            peers: Mutex::new(HashMap::new()),
-            max_message_size: config.max_message_size,
+            peers,
+            pulsing: Mutex::new(std::collections::HashSet::new()),
+            wake: tokio::sync::Notify::new(),
             exiting: AtomicBool::new(false),
         }
     }
@@ -126,13 +137,17 @@ impl Broker {
     /// The response header: this broker, the journal's route, and the keyspace revision
     /// it was resolved at.
     pub(crate) fn header(&self, route: Route) -> Header {
+        self.header_at(route, self.resolved_revision())
+    }
+
+    fn header_at(&self, route: Route, revision: i64) -> Header {
         Header {
             process_id: Some(self.id.clone()),
             route: Some(route),
             etcd: Some(header::Etcd {
                 cluster_id: 0,
                 member_id: 0,
-                revision: self.resolved_revision(),
+                revision,
                 raft_term: 0,
             }),
         }
@@ -146,21 +161,7 @@ impl Broker {
 
     /// A client of the broker at `endpoint`, connected on first use and kept.
     pub(crate) fn peer(&self, endpoint: &str) -> Result<JournalClient<Channel>, tonic::Status> {
-        if let Some(client) = lock(&self.peers).get(endpoint) {
-            return Ok(client.clone());
-        }
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
-            .map_err(|e| {
-                tonic::Status::internal(format!("peer endpoint {endpoint:?} is not a URL: {e}"))
-            })?
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(5))
-            .connect_lazy();
-        let client = JournalClient::new(channel)
-            .max_decoding_message_size(self.max_message_size.max(4 << 20))
-            .max_encoding_message_size(self.max_message_size);
-        lock(&self.peers).insert(endpoint.to_owned(), client.clone());
-        Ok(client)
+        self.peers.client(endpoint).map_err(tonic::Status::internal)
     }
 
     pub(crate) fn id(&self) -> &Id {
@@ -189,11 +190,12 @@ impl Broker {
         self.exiting.load(Ordering::SeqCst)
     }
 
-    /// Resolves every journal's route from the view, and starts, updates and stops
-    /// replicas so that this broker serves exactly the journals it is primary of. Returns
-    /// the transactions that advertise the routes it serves where their assignments
-    /// disagree.
-    pub(crate) async fn reconcile(&self) -> Vec<Txn> {
+    /// Resolves every journal's route from the view; starts, updates and stops replicas
+    /// so that this broker holds exactly the journals assigned to it, each told where it
+    /// stands in its route; as a primary whose pipeline has not synced the current route,
+    /// starts a pulse to sync it. Returns the transactions that advertise the routes this
+    /// broker synced as primary where their assignments disagree.
+    pub(crate) async fn reconcile(self: &Arc<Self>) -> Vec<Txn> {
         if self.is_exiting() {
             return Vec::new();
         }
@@ -208,19 +210,24 @@ impl Broker {
         let mut routes = Routes {
             by_journal: HashMap::with_capacity(assignments.len()),
         };
-        let mut advertise = Vec::new();
-        let mut primary_of: HashMap<String, JournalSpec> = HashMap::new();
+        let mut assigned: HashMap<String, (JournalSpec, Topology)> = HashMap::new();
+        let mut synced_lists = Vec::new();
         for entry in specs {
             let Some(list) = assignments.get(&entry.spec.name) else {
                 continue;
             };
             let name = entry.spec.name.clone();
             let route = folio_coordination::route_of(list, &members);
-            if list.iter().any(|a| a.slot == 0 && a.member == self.id) {
-                if let Some(txn) = advertise_route(&self.layout, &entry.spec.name, list, &members) {
-                    advertise.push(txn);
+            if let Some(me) = route.members.iter().position(|m| *m == self.id) {
+                let topology = Topology {
+                    route: route.clone(),
+                    me,
+                    header: self.header_at(route.clone(), revision),
+                };
+                if topology.is_primary() {
+                    synced_lists.push((name.clone(), list.clone()));
                 }
-                primary_of.insert(entry.spec.name.clone(), entry.spec);
+                assigned.insert(name.clone(), (entry.spec, topology));
             }
             routes.by_journal.insert(name, route);
         }
@@ -228,36 +235,33 @@ impl Broker {
             let current = lock(&self.replicas);
             let to_stop: Vec<Replica> = current
                 .iter()
-                .filter(|(name, _)| !primary_of.contains_key(*name))
+                .filter(|(name, _)| !assigned.contains_key(*name))
                 .map(|(_, r)| r.clone())
                 .collect();
-            let to_update: Vec<(Replica, JournalSpec)> = current
+            let to_update: Vec<(Replica, JournalSpec, Topology)> = current
                 .iter()
                 .filter_map(|(name, r)| {
-                    primary_of
+                    assigned
                         .get(name)
-                        .filter(|s| **s != r.spec())
-                        .map(|s| (r.clone(), s.clone()))
+                        .map(|(s, t)| (r.clone(), s.clone(), t.clone()))
                 })
                 .collect();
-            let to_start: Vec<JournalSpec> = primary_of
+            let to_start: Vec<(JournalSpec, Topology)> = assigned
                 .iter()
                 .filter(|(name, _)| !current.contains_key(*name))
-                .map(|(_, s)| s.clone())
+                .map(|(_, st)| st.clone())
                 .collect();
             (to_stop, to_update, to_start)
         };
         for replica in &to_stop {
             lock(&self.replicas).remove(replica.name());
         }
-        // Publish before the slow part (opening stores, persisting spools): requests see
-        // the new routes, and a journal no longer served here is answered as such.
-        *lock(&self.routes) = Arc::new(routes);
-        for spec in to_start {
+        for (spec, topology) in to_start {
             match self.open_stores(&spec).await {
                 Ok(stores) => {
-                    tracing::info!(journal = %spec.name, "serving journal as primary");
+                    tracing::info!(journal = %spec.name, primary = topology.is_primary(), "serving journal");
                     let replica = Replica::start(spec.clone(), stores, self.replica_config.clone());
+                    replica.set_topology(topology);
                     lock(&self.replicas).insert(spec.name.clone(), replica);
                 }
                 Err(err) => {
@@ -265,18 +269,58 @@ impl Broker {
                 }
             }
         }
-        for (replica, spec) in to_update {
-            replica.set_spec(spec);
+        for (replica, spec, topology) in to_update {
+            if replica.spec() != spec {
+                replica.set_spec(spec);
+            }
+            replica.set_topology(topology);
         }
+        // Publish once every replica knows its place: a peer's stream for this revision
+        // finds its route here, and requests see the new routes.
+        *lock(&self.routes) = Arc::new(routes);
         self.resolved.send_replace(revision);
+
+        let mut advertise = Vec::new();
+        for (name, list) in synced_lists {
+            let Some(replica) = self.replica(&name) else {
+                continue;
+            };
+            let route = folio_coordination::route_of(&list, &members);
+            if replica.synced_route().as_ref() == Some(&route) {
+                if let Some(txn) = advertise_route(&self.layout, &name, &list, &members) {
+                    advertise.push(txn);
+                }
+            } else {
+                self.pulse(replica);
+            }
+        }
         for replica in to_stop {
-            tracing::info!(journal = %replica.name(), "no longer primary of journal");
+            tracing::info!(journal = %replica.name(), "no longer serving journal");
             let left = replica.shutdown(Duration::from_secs(30)).await;
             if left > 0 {
                 tracing::error!(journal = %replica.name(), bytes = left, "stopped with unpersisted content");
             }
         }
         advertise
+    }
+
+    /// Syncs a primary's route in the background (Gazette's pulse): once it is synced,
+    /// the resolver advertises it. One pulse per journal at a time.
+    fn pulse(self: &Arc<Self>, replica: Replica) {
+        let name = replica.name().to_owned();
+        if !lock(&self.pulsing).insert(name.clone()) {
+            return;
+        }
+        let broker = self.clone();
+        tokio::spawn(async move {
+            match replica.sync().await {
+                Ok(()) => broker.wake.notify_one(),
+                Err(err) => {
+                    tracing::debug!(journal = %name, %err, "pulse could not sync the route; the next append or revision tries again")
+                }
+            }
+            lock(&broker.pulsing).remove(&name);
+        });
     }
 
     /// Opens the spec's stores on a blocking thread: opening a `file://` store creates its
@@ -338,6 +382,7 @@ impl Broker {
             }
             tokio::select! {
                 changed = revisions.changed() => if changed.is_err() { return },
+                () = self.wake.notified() => {}
                 () = tokio::time::sleep(Duration::from_secs(5)) => {}
                 () = cancel.cancelled() => return,
             }

@@ -20,6 +20,7 @@
 
 mod broker;
 mod proxy;
+mod replication;
 mod serve;
 mod service;
 mod status;

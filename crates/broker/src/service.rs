@@ -561,11 +561,53 @@ impl Journal for JournalService {
 
     async fn replicate(
         &self,
-        _request: Request<Streaming<ReplicateRequest>>,
+        request: Request<Streaming<ReplicateRequest>>,
     ) -> Result<Response<Self::ReplicateStream>, tonic::Status> {
-        Err(tonic::Status::unimplemented(
-            "replication between brokers is not available yet",
-        ))
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| invalid("replicate", "the stream ended before its first message"))?;
+        let (Some(header), Some(proposal)) = (first.header.clone(), first.proposal.clone()) else {
+            return Err(invalid(
+                "replicate",
+                "the first message must carry the primary's header and a proposal",
+            ));
+        };
+        check_journal(&proposal.journal)?;
+        // The primary decided from this revision: answer from at least the same view.
+        self.wait_revision(header.etcd.as_ref().map_or(0, |e| e.revision))
+            .await?;
+        let ours = self.broker.route(&proposal.journal);
+        let answer = |status: Status| {
+            let response = ReplicateResponse {
+                status: status as i32,
+                header: Some(self.broker.header(ours.clone())),
+                ..Default::default()
+            };
+            Ok(Response::new(
+                Box::pin(futures::stream::once(async move { Ok(response) }))
+                    as Self::ReplicateStream,
+            ))
+        };
+        if header.route.as_ref() != Some(&ours) {
+            // The primary's route is not this broker's: one of the two views is stale.
+            return answer(Status::WrongRoute);
+        }
+        let Some(replica) = self.broker.replica(&proposal.journal) else {
+            return answer(Status::NotJournalBroker);
+        };
+        if replica.is_primary() {
+            return answer(Status::WrongRoute);
+        }
+        let (tx, rx) = mpsc::channel(folio_journal::pipeline::PEER_QUEUE);
+        let requests = futures::stream::iter([Ok::<_, tonic::Status>(first)]).chain(stream);
+        tokio::spawn(async move {
+            if let Err(err) = replica.replicate(Box::pin(requests), tx).await {
+                tracing::debug!(journal = %replica.name(), %err, "replication stream ended");
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
     }
 
     async fn list_fragments(

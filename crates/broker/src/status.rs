@@ -34,6 +34,10 @@ pub fn journal_outcome(err: JournalError) -> Outcome {
         // The append was policed, not the client's own deadline: say so, and which rate.
         JournalError::TooSlow { .. } => Outcome::Rpc(tonic::Status::aborted(detail)),
         JournalError::ShuttingDown => Outcome::Rpc(tonic::Status::unavailable(detail)),
+        // A peer failed mid-append: nothing was acknowledged, and a retry syncs the route
+        // again (or finds it changed).
+        JournalError::Replication(_) => Outcome::Rpc(tonic::Status::unavailable(detail)),
+        JournalError::NotPrimary => journal(Status::NotJournalPrimaryBroker),
         JournalError::Store(store) => Outcome::Rpc(store_status(&store)),
     }
 }

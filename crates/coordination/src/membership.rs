@@ -26,8 +26,8 @@ use crate::{Error, Result};
 pub enum MemberStatus {
     /// The lease was renewed within its TTL.
     Live,
-    /// The lease is gone or could not be renewed within its TTL; the member key and its
-    /// assignments are (or are about to be) deleted. Final: the keep-alive task has stopped.
+    /// The keyspace says the lease is gone (expired or revoked): the member key and its
+    /// assignments are deleted. Final: the keep-alive task has stopped.
     Lost {
         /// Why, for logs.
         reason: String,
@@ -149,7 +149,8 @@ impl Membership {
         self.create_revision
     }
 
-    /// The lease's status; changes once, to [`MemberStatus::Lost`], if the lease is lost.
+    /// The lease's status; changes once, to [`MemberStatus::Lost`], when the keyspace says
+    /// the lease is gone. Past [`Membership::valid_until`] the lease may be gone already.
     pub fn status(&self) -> watch::Receiver<MemberStatus> {
         self.status.clone()
     }
@@ -214,9 +215,11 @@ impl Drop for Membership {
 /// Renews `lease` every `ttl / 3` until cancelled, publishing in `valid` how long the
 /// lease is known to hold: a renewal sent at `t` that succeeds keeps the lease until at
 /// least `t + ttl` as the keyspace counts, so `valid` is `t + ttl` less a margin for clock
-/// rate differences. Reports [`MemberStatus::Lost`] and stops when the lease is gone, or the
-/// moment `valid` passes without a newer renewal: from then on, for all this member knows,
-/// its keys are deleted and another member may serve its journals.
+/// rate differences. Past `valid` without a newer renewal, the member must act as if its
+/// keys were gone (another member may serve its journals): its owner stops acknowledging.
+/// It keeps trying, though: when the keyspace itself was down (etcd keeps leases across its
+/// own restarts), a later renewal succeeds and `valid` moves on. Reports
+/// [`MemberStatus::Lost`] and stops only when the keyspace says the lease is gone.
 async fn keep_alive(
     keyspace: Arc<dyn KeySpace>,
     lease: LeaseId,
@@ -226,31 +229,23 @@ async fn keep_alive(
     cancel: CancellationToken,
 ) {
     let interval = ttl / 3;
+    let mut lapsed_warned = false;
     loop {
-        let valid_until = *valid.borrow();
-        let expired = async {
-            tokio::time::sleep_until(valid_until).await;
-        };
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
-            () = expired => {
-                lost(&status, format!("no renewal succeeded within the TTL ({ttl:?})"));
-                return;
-            }
         }
         let sent = Instant::now();
-        let expired = tokio::time::sleep_until(valid_until);
         let attempt = tokio::select! {
             () = cancel.cancelled() => return,
-            () = expired => {
-                lost(&status, format!("no renewal succeeded within the TTL ({ttl:?})"));
-                return;
-            }
             attempt = tokio::time::timeout(interval, keyspace.keep_alive_once(lease)) => attempt,
         };
         match attempt {
             Ok(Ok(())) => {
+                if lapsed_warned {
+                    tracing::info!("lease renewed again after the keyspace was unreachable");
+                    lapsed_warned = false;
+                }
                 valid.send_replace(sent + ttl - safety_margin(ttl));
             }
             Ok(Err(Error::LeaseNotFound(_))) => {
@@ -259,6 +254,13 @@ async fn keep_alive(
             }
             Ok(Err(err)) => tracing::warn!(error = %err, "renewing the lease failed"),
             Err(_) => tracing::warn!(?interval, "renewing the lease timed out"),
+        }
+        if !lapsed_warned && Instant::now() >= *valid.borrow() {
+            tracing::error!(
+                ?ttl,
+                "no lease renewal succeeded within the TTL: acknowledging nothing until one does"
+            );
+            lapsed_warned = true;
         }
     }
 }

@@ -4,6 +4,7 @@
 //! persister.
 
 use crate::flow::FlowControl;
+use crate::pipeline::{Connector, Topology};
 use crate::spool::{ClosedFragment, chunk_starts};
 
 use super::*;
@@ -24,6 +25,9 @@ impl Replica {
         if !spec.may_write() {
             return Err(Error::NotAllowed("appends"));
         }
+        if !self.is_primary() {
+            return Err(Error::NotPrimary);
+        }
         self.wait_listed().await?;
         let stopping = &self.inner.stopping;
         let mut append = tokio::select! {
@@ -33,6 +37,8 @@ impl Replica {
         if stopping.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
+        // Every member of the route must hold the journal's content from here on.
+        self.ensure_synced(&mut append, &spec).await?;
         let head = self.write_head();
         if params.offset != 0 && params.offset != head {
             return Err(Error::WrongAppendOffset {
@@ -49,10 +55,12 @@ impl Replica {
             }
         }
         append.limiter.set_rate(spec.max_append_rate);
-        self.maybe_roll(&mut append, &spec).await;
+        self.maybe_roll(&mut append, &spec).await?;
 
         // Declared after the append lock, so it drops (and rolls back) before the lock
-        // is released: the next append never sees this one's tentative bytes.
+        // is released: the next append never sees this one's tentative bytes. Peers that
+        // got some of its content drop it when the pipeline is torn down (`clean`).
+        append.clean = false;
         let mut pending = PendingAppend {
             replica: self,
             armed: true,
@@ -92,8 +100,19 @@ impl Replica {
                         Err(err) => break Err(err),
                     }
                     flow.excuse(tokio::time::Instant::now());
-                    lock(&self.inner.state).spool.write(bytes.clone());
-                    append.pipeline.forward(&bytes);
+                    let delta = {
+                        let mut state = lock(&self.inner.state);
+                        let delta = state.spool.pending_len();
+                        state.spool.write(bytes.clone());
+                        delta
+                    };
+                    let forwarded = tokio::select! {
+                        forwarded = append.pipeline.forward(&bytes, delta) => forwarded,
+                        () = stopping.cancelled() => Err(Error::ShuttingDown),
+                    };
+                    if let Err(err) = forwarded {
+                        break Err(err);
+                    }
                 }
                 Some(Ok(AppendChunk::Commit)) => break Ok(()),
                 Some(Err(err)) => break Err(Error::Aborted(err.to_string())),
@@ -108,17 +127,45 @@ impl Replica {
             return Err(err);
         }
 
-        let (commit, registers) = {
+        // The proposal: the spool extended by this append, with the registers it leaves.
+        let (proposal, registers, appended) = {
             let mut state = self.lock_state();
             let appended = state.spool.pending_len() > 0;
-            let commit = state.spool.commit(self.now_unix());
-            pending.armed = false;
+            if appended && state.spool.first_append_time().is_none() {
+                let postfix = render_postfix(&spec, self.now_unix());
+                state.spool.set_path_postfix(postfix);
+            }
+            let mut registers = state.registers.clone();
             if let Some(union) = &params.union_registers {
-                state.registers = union.union(&state.registers);
+                registers = union.union(&registers);
             }
             if let (Some(subtract), true) = (&params.subtract_registers, appended) {
-                state.registers = state.registers.subtract(subtract);
+                registers = registers.subtract(subtract);
             }
+            (state.spool.proposal(), registers, appended)
+        };
+        // Acknowledged by every peer before anything becomes readable here.
+        if append.pipeline.has_peers() {
+            let acked = tokio::select! {
+                acked = append.pipeline.propose(None, &proposal, &registers) => acked,
+                () = stopping.cancelled() => Err(Error::ShuttingDown),
+            };
+            match acked {
+                Ok(None) => {}
+                Ok(Some((peer, _))) => {
+                    return Err(Error::Replication(format!(
+                        "a peer refused the commit of [{}, {}): its fragment is [{}, {})",
+                        proposal.begin, proposal.end, peer.begin, peer.end
+                    )));
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        let commit = {
+            let mut state = self.lock_state();
+            let commit = state.spool.commit(self.now_unix());
+            pending.armed = false;
+            state.registers = registers.clone();
             // The spool counts as open (sharing the budget) from its first committed byte
             // until it is rolled; an append of no bytes (registers only) leaves it as is.
             if appended {
@@ -130,10 +177,9 @@ impl Replica {
                     }
                 }
             }
-            (commit, state.registers.clone())
+            commit
         };
-        // With peers, this is where the proposal is acknowledged by every replica.
-        append.pipeline.propose(&commit).await;
+        append.clean = true;
         if append.spool_segment.is_none() {
             append.spool_segment = Some(segment_of(&spec, self.now_unix()));
         }
@@ -141,9 +187,103 @@ impl Replica {
         Ok(AppendOutcome { commit, registers })
     }
 
+    /// Brings the pipeline in line with the journal's route: after a failed append, and
+    /// whenever the route changed, opens a stream to every other member and syncs them
+    /// (see [`crate::pipeline`]): everyone rolls to a new fragment at the largest offset
+    /// any member holds. A standalone replica, or a route of one, has nothing to sync.
+    pub(super) async fn ensure_synced(
+        &self,
+        append: &mut AppendState,
+        spec: &JournalSpec,
+    ) -> Result<()> {
+        if !append.clean {
+            append.pipeline.tear_down();
+            *lock(&self.inner.synced) = None;
+            append.clean = true;
+        }
+        let Some(topology) = self.topology() else {
+            return Ok(());
+        };
+        if !topology.is_primary() {
+            return Err(Error::NotPrimary);
+        }
+        if append.pipeline.synced_route() == Some(&topology.route) {
+            return Ok(());
+        }
+        if topology.route.members.len() <= 1 {
+            append.pipeline.tear_down();
+            append.pipeline.synced(topology.route.clone());
+            *lock(&self.inner.synced) = Some(topology.route);
+            return Ok(());
+        }
+        let connector = self.inner.config.connector.clone();
+        let synced = self.sync_peers(append, spec, &topology, &*connector).await;
+        match synced {
+            Ok(()) => {
+                append.pipeline.synced(topology.route.clone());
+                *lock(&self.inner.synced) = Some(topology.route);
+                Ok(())
+            }
+            Err(err) => {
+                append.pipeline.tear_down();
+                *lock(&self.inner.synced) = None;
+                tracing::warn!(journal = %self.inner.name, %err, "syncing the route's members failed");
+                Err(err)
+            }
+        }
+    }
+
+    async fn sync_peers(
+        &self,
+        append: &mut AppendState,
+        spec: &JournalSpec,
+        topology: &Topology,
+        connector: &dyn Connector,
+    ) -> Result<()> {
+        append
+            .pipeline
+            .open(&self.inner.name, topology, connector)
+            .await?;
+        // Each round either agrees or moves this spool to a larger offset a peer holds,
+        // so a few rounds settle any route.
+        for _ in 0..4 {
+            self.roll(spec).await;
+            append.spool_segment = None;
+            let (proposal, registers) = {
+                let state = self.lock_state();
+                (state.spool.fragment(), state.registers.clone())
+            };
+            match append
+                .pipeline
+                .propose(Some(&topology.header), &proposal, &registers)
+                .await?
+            {
+                None => return Ok(()),
+                Some((peer, peer_registers)) if peer.end > proposal.end => {
+                    tracing::info!(journal = %self.inner.name, from = proposal.end, to = peer.end,
+                        "a peer holds more of the journal: continuing at its end");
+                    let mut state = self.lock_state();
+                    state.spool.restart_at(peer.end, codec_of(spec));
+                    state.registers = peer_registers;
+                    drop(state);
+                    self.inner.head.send_replace(peer.end);
+                }
+                Some((peer, _)) => {
+                    return Err(Error::Replication(format!(
+                        "a peer refused the sync at offset {}: its fragment is [{}, {})",
+                        proposal.end, peer.begin, peer.end
+                    )));
+                }
+            }
+        }
+        Err(Error::Replication(
+            "the route's members did not agree on the journal's end after 4 rounds".to_owned(),
+        ))
+    }
+
     /// Charges memory for `bytes`, waiting for persisted fragments to release it. While
     /// the store is failing, waits at most `budget_wait`, then fails.
-    async fn charge(&self, bytes: usize) -> Result<Charge> {
+    pub(super) async fn charge(&self, bytes: usize) -> Result<Charge> {
         let budget = &self.inner.config.budget;
         let mut waited = Duration::ZERO;
         let step = Duration::from_millis(50);
@@ -171,22 +311,53 @@ impl Replica {
 
     /// Closes the spool when it reached the fragment length (or its share of the memory
     /// budget, so the spools of every busy journal fit and closed fragments can always be
-    /// persisted to make room), when its flush-interval segment ended, or when the codec
-    /// changed.
-    async fn maybe_roll(&self, append: &mut AppendState, spec: &JournalSpec) {
+    /// persisted to make room), when its flush-interval segment ended, when the codec
+    /// changed, or when memory ran short during an earlier append. Only the primary decides
+    /// rolls: its peers roll when it proposes the new, empty fragment.
+    async fn maybe_roll(&self, append: &mut AppendState, spec: &JournalSpec) -> Result<()> {
         let length = spec.fragment.as_ref().map_or(i64::MAX, |f| f.length);
         let limit = length.min(self.inner.config.budget.spool_share() as i64);
+        let requested = self
+            .inner
+            .roll_requested
+            .swap(false, std::sync::atomic::Ordering::SeqCst);
         let due = {
             let state = self.lock_state();
             let segment_ended = append
                 .spool_segment
                 .is_some_and(|s| s != segment_of(spec, self.now_unix()));
-            state.spool.len() >= limit || segment_ended || state.spool.codec() != codec_of(spec)
+            !state.spool.is_empty()
+                && (requested
+                    || state.spool.len() >= limit
+                    || segment_ended
+                    || state.spool.codec() != codec_of(spec))
         };
-        if due {
-            append.spool_segment = None;
-            self.roll(spec).await;
+        if !due {
+            return Ok(());
         }
+        append.spool_segment = None;
+        self.roll(spec).await;
+        if append.pipeline.has_peers() {
+            let (proposal, registers) = {
+                let state = self.lock_state();
+                (state.spool.fragment(), state.registers.clone())
+            };
+            match append.pipeline.propose(None, &proposal, &registers).await {
+                Ok(None) => {}
+                Ok(Some((peer, _))) => {
+                    append.clean = false;
+                    return Err(Error::Replication(format!(
+                        "a peer refused the roll to offset {}: its fragment is [{}, {})",
+                        proposal.begin, peer.begin, peer.end
+                    )));
+                }
+                Err(err) => {
+                    append.clean = false;
+                    return Err(err);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Closes the spool's committed content (an append in progress carries over into the
@@ -213,7 +384,13 @@ impl Replica {
             }
         };
         match closing {
-            Some((closed, charge, Some(tx))) => self.enqueue(&tx, closed, charge, spec),
+            Some((closed, charge, Some(tx))) => {
+                // A replica's copy waits for the primary's upload (and uploads it only if
+                // the primary died first).
+                let check_at = (!self.is_primary())
+                    .then(|| tokio::time::Instant::now() + REPLICA_PERSIST_DELAY);
+                self.enqueue(&tx, closed, charge, spec, check_at)
+            }
             Some((closed, charge, None)) => {
                 // Shutting down: keep it readable and charged until the process ends.
                 tracing::error!(journal = %self.inner.name, begin = closed.fragment.begin, "fragment closed after the persister stopped");
@@ -223,7 +400,9 @@ impl Replica {
         }
     }
 
-    /// Rolls the spool whenever the memory budget runs short.
+    /// Rolls the spool whenever the memory budget runs short. Only a primary rolls: with
+    /// peers, through the pipeline (under the append lock, or at the next append when one
+    /// is in progress); a replica's spool rolls when its primary proposes it.
     pub(super) async fn relieve_pressure(&self) {
         let budget = self.inner.config.budget.clone();
         loop {
@@ -231,10 +410,23 @@ impl Replica {
                 () = budget.pressure() => {}
                 () = self.inner.cancel.cancelled() => return,
             }
-            let has_content = !self.lock_state().spool.is_empty();
-            if has_content {
+            if self.lock_state().spool.is_empty() || !self.is_primary() {
+                continue;
+            }
+            let has_peers = self.topology().is_some_and(|t| t.route.members.len() > 1);
+            if !has_peers {
                 tracing::debug!(journal = %self.inner.name, "memory is short: closing the spool");
                 self.roll(&self.spec()).await;
+                continue;
+            }
+            self.inner
+                .roll_requested
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            if let Ok(mut append) = self.inner.append_lock.try_lock() {
+                let spec = self.spec();
+                if let Err(err) = self.maybe_roll(&mut append, &spec).await {
+                    tracing::warn!(journal = %self.inner.name, %err, "rolling the spool under memory pressure failed");
+                }
             }
         }
     }
@@ -248,6 +440,7 @@ impl Replica {
         closed: ClosedFragment,
         charge: Charge,
         spec: &JournalSpec,
+        check_at: Option<tokio::time::Instant>,
     ) {
         let template = spec
             .fragment
@@ -258,6 +451,7 @@ impl Replica {
             closed,
             charge,
             template,
+            check_at,
         };
         match tx.try_send(job) {
             Ok(()) => {}
@@ -283,9 +477,9 @@ impl Replica {
 
 /// Rolls back the spool's tentative bytes unless disarmed at commit: the rollback of an
 /// append that did not commit, however its future ended.
-struct PendingAppend<'a> {
-    replica: &'a Replica,
-    armed: bool,
+pub(super) struct PendingAppend<'a> {
+    pub(super) replica: &'a Replica,
+    pub(super) armed: bool,
 }
 
 impl Drop for PendingAppend<'_> {
@@ -297,6 +491,18 @@ impl Drop for PendingAppend<'_> {
             }
         }
     }
+}
+
+/// The path postfix of a fragment whose first append is at `now` (empty without a
+/// template).
+fn render_postfix(spec: &JournalSpec, now: i64) -> String {
+    spec.fragment
+        .as_ref()
+        .map(|f| f.path_postfix_template.as_str())
+        .filter(|t| !t.is_empty())
+        .and_then(|t| folio_protocol::PathPostfixTemplate::parse(t).ok())
+        .map(|t| t.render(now))
+        .unwrap_or_default()
 }
 
 /// The flush-interval segment `now` falls in (UTC-aligned); 0 when there is no interval.

@@ -1,0 +1,166 @@
+//! The replica side of the pipeline: a primary's `Replicate` stream drives this replica's
+//! spool (see [`crate::pipeline`] for the protocol). The stream holds the append lock
+//! while it lasts, so the primary has the spool to itself; when it ends, any half-sent
+//! append is dropped.
+
+use folio_protocol::{LabelSet, ReplicateRequest, ReplicateResponse, Status};
+
+use super::append::PendingAppend;
+use super::*;
+use crate::budget::Charge;
+
+impl Replica {
+    /// Serves one `Replicate` stream from the journal's primary: applies its content and
+    /// proposals to the spool and answers every proposal that asks for it on
+    /// `responses`. Returns when the stream ends or fails, the replica shuts down, or
+    /// `responses` closes.
+    pub async fn replicate<S, E>(
+        &self,
+        mut requests: S,
+        responses: mpsc::Sender<ReplicateResponse>,
+    ) -> Result<()>
+    where
+        S: Stream<Item = std::result::Result<ReplicateRequest, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        self.wait_listed().await?;
+        let stopping = &self.inner.stopping;
+        let _append = tokio::select! {
+            guard = self.inner.append_lock.lock() => guard,
+            () = stopping.cancelled() => return Err(Error::ShuttingDown),
+        };
+        // Whatever ends the stream, a half-sent append leaves no trace.
+        let _pending = PendingAppend {
+            replica: self,
+            armed: true,
+        };
+        let route_changed = lock(&self.inner.replication_cancel).clone();
+        let mut charge = self.inner.config.budget.empty();
+        loop {
+            let request = tokio::select! {
+                request = requests.next() => request,
+                () = stopping.cancelled() => return Err(Error::ShuttingDown),
+                () = route_changed.cancelled() => {
+                    return Err(Error::Replication("the journal's route changed".to_owned()));
+                }
+            };
+            let request = match request {
+                Some(Ok(request)) => request,
+                Some(Err(err)) => return Err(Error::Aborted(err.to_string())),
+                None => return Ok(()),
+            };
+            if !request.content.is_empty() {
+                let expected = self.lock_state().spool.pending_len();
+                if request.content_delta != expected {
+                    let response = self.mismatch();
+                    let _ = responses.send(response).await;
+                    return Err(Error::Replication(format!(
+                        "content at delta {} where the spool expects {expected}",
+                        request.content_delta
+                    )));
+                }
+                let admitted = tokio::select! {
+                    admitted = self.charge(request.content.len()) => admitted,
+                    () = stopping.cancelled() => Err(Error::ShuttingDown),
+                };
+                charge.merge(admitted?);
+                self.lock_state().spool.write(request.content);
+                continue;
+            }
+            let Some(proposal) = request.proposal else {
+                continue;
+            };
+            let registers = request.registers.unwrap_or_default();
+            let taken = std::mem::replace(&mut charge, self.inner.config.budget.empty());
+            let response = self.apply_proposal(&proposal, registers, taken).await;
+            if request.acknowledge && responses.send(response).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Applies one proposal of the primary. `charge` holds the memory of the content sent
+    /// since the last proposal (the append being committed).
+    async fn apply_proposal(
+        &self,
+        proposal: &Fragment,
+        registers: LabelSet,
+        charge: Charge,
+    ) -> ReplicateResponse {
+        let spec = self.spec();
+        let (committed, pending, next) = {
+            let state = self.lock_state();
+            (
+                state.spool.fragment(),
+                state.spool.pending_len(),
+                state.spool.proposal(),
+            )
+        };
+        let ok = ReplicateResponse {
+            status: Status::Ok as i32,
+            ..Default::default()
+        };
+        // Commit: the spool extended by exactly the content sent.
+        if pending > 0
+            && proposal.begin == committed.begin
+            && proposal.end == next.end
+            && proposal.sum == next.sum
+        {
+            let mut state = self.lock_state();
+            if state.spool.first_append_time().is_none() {
+                state.spool.set_path_postfix(proposal.path_postfix.clone());
+            }
+            let commit = state.spool.commit(self.now_unix());
+            state.registers = registers;
+            match state.spool_charge.as_mut() {
+                Some(held) => held.merge(charge),
+                None => {
+                    self.inner.config.budget.spool_opened();
+                    state.spool_charge = Some(charge);
+                }
+            }
+            drop(state);
+            self.inner.head.send_replace(commit.end);
+            return ok;
+        }
+        // The fragment as it is: a rollback of content sent, or an acknowledgement.
+        if proposal.begin == committed.begin
+            && proposal.end == committed.end
+            && proposal.sum == committed.sum
+        {
+            let mut state = self.lock_state();
+            state.spool.rollback();
+            state.registers = registers;
+            return ok;
+        }
+        // A roll: a new, empty fragment at or past this spool's end.
+        if proposal.begin == proposal.end && proposal.begin >= committed.end {
+            self.lock_state().spool.rollback();
+            self.roll(&spec).await;
+            let codec = CompressionCodec::try_from(proposal.compression_codec)
+                .unwrap_or(CompressionCodec::None);
+            let mut state = self.lock_state();
+            if state.spool.begin() != proposal.begin || state.spool.codec() != codec {
+                state.spool.restart_at(proposal.begin, codec);
+            }
+            state.registers = registers;
+            drop(state);
+            if proposal.begin > committed.end {
+                self.inner.head.send_replace(proposal.begin);
+            }
+            return ok;
+        }
+        self.mismatch()
+    }
+
+    /// `PROPOSAL_MISMATCH`, with this spool's committed fragment and the registers.
+    fn mismatch(&self) -> ReplicateResponse {
+        let state = self.lock_state();
+        ReplicateResponse {
+            status: Status::ProposalMismatch as i32,
+            fragment: Some(state.spool.fragment()),
+            registers: Some(state.registers.clone()),
+            ..Default::default()
+        }
+    }
+}
