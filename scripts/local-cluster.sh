@@ -78,9 +78,12 @@ if [ -n "$check" ]; then
   cat >"$work/journals.yaml" <<'SPECS'
 journals:
   - name: local/events/part-000
+    replication: 2
     fragment: { compression_codec: ZSTANDARD }
   - name: local/events/part-001
+    replication: 2
   - name: local/events/part-002
+    replication: 3
 SPECS
   export FOLIO_BROKER=${endpoints[0]}
   run "$bin" journals apply -f "$work/journals.yaml"

@@ -86,6 +86,28 @@ pub fn append_messages(
     ]
 }
 
+/// A journal's whole content straight from the bucket, checking that its files tile it
+/// from offset 0 (journals without a path-postfix template).
+pub async fn read_bucket(store: &folio_fragment_store::FragmentStore, journal: &str) -> Vec<u8> {
+    let template = folio_protocol::PathPostfixTemplate::default();
+    let fragments = folio_fragment_store::list::list_fragments(store, journal, &template)
+        .await
+        .expect("list bucket");
+    let mut out = Vec::new();
+    for fragment in fragments {
+        assert_eq!(
+            fragment.begin as usize,
+            out.len(),
+            "fragments tile the journal"
+        );
+        let content = folio_fragment_store::read::read_whole(store, &fragment)
+            .await
+            .expect("read fragment");
+        out.extend_from_slice(&content);
+    }
+    out
+}
+
 /// The etcd client URL of the test server; fails when it is not set.
 pub fn etcd_endpoint() -> Result<String> {
     required_env("FOLIO_TEST_ETCD")
@@ -243,6 +265,29 @@ impl BrokerProcess {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+    }
+
+    /// Whether the process is still running (reaps it when it exited).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(None)) => true,
+            Some(_) => {
+                self.child = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Sends `signal` (for example `STOP` or `CONT`) to the process.
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        let child = self.child.as_ref().context("the broker is not running")?;
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .context("running kill")?;
+        anyhow::ensure!(status.success(), "kill -{signal} failed");
+        Ok(())
     }
 
     /// Kills the process with SIGKILL (no shutdown, no persisting) and reaps it.

@@ -7,13 +7,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use folio_fragment_store::FragmentStore;
-use folio_fragment_store::list::list_fragments;
-use folio_fragment_store::read::read_whole;
 use folio_protocol::journal_client::JournalClient;
 use folio_protocol::{
     AppendRequest, AppendResponse, ApplyRequest, ReadRequest, SpecsDocument, Status, apply_request,
 };
-use folio_tests::{BrokerProcess, S3Env, S3Process, unique_name};
+use folio_tests::{BrokerProcess, S3Env, S3Process, read_bucket, unique_name};
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -186,24 +184,6 @@ fn verify_appends(journal: &[u8], appends: &BTreeMap<i64, (i64, Bytes)>) {
 }
 
 /// Reads a journal straight from the bucket, with no broker.
-async fn read_bucket(store: &FragmentStore, journal: &str) -> Vec<u8> {
-    // The journals read here have no path-postfix template.
-    let template = folio_protocol::PathPostfixTemplate::default();
-    let fragments = list_fragments(store, journal, &template)
-        .await
-        .expect("list bucket");
-    let mut out = Vec::new();
-    for fragment in fragments {
-        assert_eq!(
-            fragment.begin as usize,
-            out.len(),
-            "fragments tile the journal"
-        );
-        out.extend_from_slice(&read_whole(store, &fragment).await.expect("read fragment"));
-    }
-    out
-}
-
 /// Writers, restart, read through the broker and from the bucket, abort, bad input.
 /// `spec_extra` is added to the journal spec's `fragment` mapping.
 async fn scenario(mut broker: BrokerProcess, store: FragmentStore, total: usize, spec_extra: &str) {
