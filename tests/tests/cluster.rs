@@ -499,6 +499,40 @@ async fn full_route(
     }
 }
 
+/// Clients of every broker of `cluster`, once `journal` is created with `replication`.
+async fn clients_with_journal(
+    cluster: &Cluster,
+    journal: &str,
+    replication: u32,
+) -> Vec<Option<Client>> {
+    let mut clients = Vec::new();
+    for broker in &cluster.brokers {
+        clients.push(Some(broker.client().await.expect("broker answers")));
+    }
+    let first = clients[0].as_mut().expect("live");
+    create(first, &[journal.to_owned()], replication).await;
+    clients
+}
+
+/// Every acknowledged record of `writer` reads back through a live broker, then, once every
+/// broker stopped with SIGTERM, straight from the bucket.
+async fn verify_everywhere(
+    cluster: &mut Cluster,
+    mut clients: Vec<Option<Client>>,
+    writer: &Writer,
+) {
+    let live = clients
+        .iter()
+        .position(Option::is_some)
+        .expect("a live broker");
+    let client = clients[live].as_mut().expect("live");
+    let through_broker = read_all(client, &writer.journal, writer.end()).await;
+    writer.verify(&through_broker, "a broker");
+    drop(clients);
+    let bucket = drain_and_read_bucket(cluster, &writer.journal).await;
+    writer.verify(&bucket, "the bucket");
+}
+
 /// Stops every running broker with SIGTERM (each persists its spools) and reads the
 /// journal straight from the bucket.
 async fn drain_and_read_bucket(cluster: &mut Cluster, journal: &str) -> Vec<u8> {
@@ -520,17 +554,8 @@ async fn drain_and_read_bucket(cluster: &mut Cluster, journal: &str) -> Vec<u8> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_primary_ten_times_loses_no_acknowledged_append() {
     let mut cluster = start_cluster(4);
-    let mut clients = Vec::new();
-    for broker in &cluster.brokers {
-        clients.push(Some(broker.client().await.expect("broker answers")));
-    }
     let journal = "cluster/kill9/part-000".to_owned();
-    create(
-        clients[0].as_mut().expect("live"),
-        std::slice::from_ref(&journal),
-        3,
-    )
-    .await;
+    let mut clients = clients_with_journal(&cluster, &journal, 3).await;
     let mut writer = Writer::new(&journal);
     let mut failovers = Vec::new();
     for trial in 0..10 {
@@ -560,15 +585,7 @@ async fn killing_the_primary_ten_times_loses_no_acknowledged_append() {
         failovers[9],
         LEASE_TTL.as_secs()
     );
-    let end = writer.end();
-    let live = (0..4)
-        .find(|&i| clients[i].is_some())
-        .expect("a live broker");
-    let through_broker = read_all(clients[live].as_mut().expect("live"), &journal, end).await;
-    writer.verify(&through_broker, "a broker");
-    drop(clients);
-    let bucket = drain_and_read_bucket(&mut cluster, &journal).await;
-    writer.verify(&bucket, "the bucket");
+    verify_everywhere(&mut cluster, clients, &writer).await;
 }
 
 /// Replication 2 over three brokers: the primary is paused (SIGSTOP) past its lease, a
@@ -578,17 +595,8 @@ async fn killing_the_primary_ten_times_loses_no_acknowledged_append() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_primary_acknowledges_nothing_after_its_lease() {
     let mut cluster = start_cluster(3);
-    let mut clients = Vec::new();
-    for broker in &cluster.brokers {
-        clients.push(Some(broker.client().await.expect("broker answers")));
-    }
     let journal = "cluster/paused/part-000".to_owned();
-    create(
-        clients[0].as_mut().expect("live"),
-        std::slice::from_ref(&journal),
-        2,
-    )
-    .await;
+    let mut clients = clients_with_journal(&cluster, &journal, 2).await;
     let (_, primary) = full_route(&mut clients, &journal, 2).await;
     let mut writer = Writer::new(&journal);
     for _ in 0..20 {
@@ -615,13 +623,5 @@ async fn a_paused_primary_acknowledges_nothing_after_its_lease() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     clients[primary] = None;
-    let end = writer.end();
-    let live = (0..3)
-        .find(|&i| clients[i].is_some())
-        .expect("a live broker");
-    let through_broker = read_all(clients[live].as_mut().expect("live"), &journal, end).await;
-    writer.verify(&through_broker, "a broker");
-    drop(clients);
-    let bucket = drain_and_read_bucket(&mut cluster, &journal).await;
-    writer.verify(&bucket, "the bucket");
+    verify_everywhere(&mut cluster, clients, &writer).await;
 }
