@@ -50,11 +50,14 @@ folio_free_port() {
   done
 }
 
-# Waits until something accepts connections on 127.0.0.1:$1, or fails after 30 s.
+# Waits until something accepts connections on 127.0.0.1:$1, or fails after 30 s. With a
+# PID as $4, fails at once (status 2) when that process exits first (a port taken since it
+# was picked: the caller picks another and starts again).
 folio_wait_port() {
-  local port=$1 what=$2 log=$3
+  local port=$1 what=$2 log=$3 pid=${4:-}
   for _ in $(seq 1 300); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then return 2; fi
     sleep 0.1
   done
   echo "error: $what did not start listening on 127.0.0.1:$port; its log:" >&2
@@ -77,38 +80,54 @@ folio_start_servers() {
   FOLIO_SERVER_DIR=$(mktemp -d -t folio-servers.XXXXXX)
   trap folio_stop_servers EXIT
 
-  local client_port peer_port s3_port
-  client_port=$(folio_free_port)
-  peer_port=$(folio_free_port)
-  etcd --name folio-test --data-dir "$FOLIO_SERVER_DIR/etcd" \
-    --listen-client-urls "http://127.0.0.1:$client_port" \
-    --advertise-client-urls "http://127.0.0.1:$client_port" \
-    --listen-peer-urls "http://127.0.0.1:$peer_port" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
-    --initial-cluster "folio-test=http://127.0.0.1:$peer_port" \
-    >"$FOLIO_SERVER_DIR/etcd.log" 2>&1 &
-  FOLIO_SERVER_PIDS+=($!)
-  folio_wait_port "$client_port" etcd "$FOLIO_SERVER_DIR/etcd.log"
+  local client_port peer_port s3_port attempt status
+  for attempt in 1 2 3; do
+    client_port=$(folio_free_port)
+    peer_port=$(folio_free_port)
+    etcd --name folio-test --data-dir "$FOLIO_SERVER_DIR/etcd" \
+      --listen-client-urls "http://127.0.0.1:$client_port" \
+      --advertise-client-urls "http://127.0.0.1:$client_port" \
+      --listen-peer-urls "http://127.0.0.1:$peer_port" \
+      --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
+      --initial-cluster "folio-test=http://127.0.0.1:$peer_port" \
+      >"$FOLIO_SERVER_DIR/etcd.log" 2>&1 &
+    FOLIO_SERVER_PIDS+=($!)
+    status=0
+    folio_wait_port "$client_port" etcd "$FOLIO_SERVER_DIR/etcd.log" "$!" || status=$?
+    [ "$status" = 0 ] && break
+    [ "$status" = 2 ] && [ "$attempt" != 3 ] || return 1
+    rm -rf "$FOLIO_SERVER_DIR/etcd"
+  done
 
   export FOLIO_TEST_S3_ACCESS_KEY=folio-test
   export FOLIO_TEST_S3_SECRET_KEY=folio-test-secret-key
   export FOLIO_TEST_S3_BUCKET=folio-test
   export FOLIO_TEST_S3_REGION=us-east-1
-  s3_port=$(folio_free_port)
   mkdir -p "$FOLIO_SERVER_DIR/s3/$FOLIO_TEST_S3_BUCKET"
-  s3s-fs --host 127.0.0.1 --port "$s3_port" \
-    --access-key "$FOLIO_TEST_S3_ACCESS_KEY" --secret-key "$FOLIO_TEST_S3_SECRET_KEY" \
-    "$FOLIO_SERVER_DIR/s3" >"$FOLIO_SERVER_DIR/s3.log" 2>&1 &
-  FOLIO_SERVER_PIDS+=($!)
-  folio_wait_port "$s3_port" s3s-fs "$FOLIO_SERVER_DIR/s3.log"
+  for attempt in 1 2 3; do
+    s3_port=$(folio_free_port)
+    s3s-fs --host 127.0.0.1 --port "$s3_port" \
+      --access-key "$FOLIO_TEST_S3_ACCESS_KEY" --secret-key "$FOLIO_TEST_S3_SECRET_KEY" \
+      "$FOLIO_SERVER_DIR/s3" >"$FOLIO_SERVER_DIR/s3.log" 2>&1 &
+    FOLIO_SERVER_PIDS+=($!)
+    status=0
+    folio_wait_port "$s3_port" s3s-fs "$FOLIO_SERVER_DIR/s3.log" "$!" || status=$?
+    [ "$status" = 0 ] && break
+    [ "$status" = 2 ] && [ "$attempt" != 3 ] || return 1
+  done
 
   # Azurite, with its well-known development account (object_store's `use_emulator`).
   local azure_port
-  azure_port=$(folio_free_port)
-  azurite-blob --blobHost 127.0.0.1 --blobPort "$azure_port" --location "$FOLIO_SERVER_DIR/azurite" \
-    --silent --skipApiVersionCheck --disableTelemetry >"$FOLIO_SERVER_DIR/azurite.log" 2>&1 &
-  FOLIO_SERVER_PIDS+=($!)
-  folio_wait_port "$azure_port" Azurite "$FOLIO_SERVER_DIR/azurite.log"
+  for attempt in 1 2 3; do
+    azure_port=$(folio_free_port)
+    azurite-blob --blobHost 127.0.0.1 --blobPort "$azure_port" --location "$FOLIO_SERVER_DIR/azurite" \
+      --silent --skipApiVersionCheck --disableTelemetry >"$FOLIO_SERVER_DIR/azurite.log" 2>&1 &
+    FOLIO_SERVER_PIDS+=($!)
+    status=0
+    folio_wait_port "$azure_port" Azurite "$FOLIO_SERVER_DIR/azurite.log" "$!" || status=$?
+    [ "$status" = 0 ] && break
+    [ "$status" = 2 ] && [ "$attempt" != 3 ] || return 1
+  done
   export FOLIO_TEST_AZURE_URL="http://127.0.0.1:$azure_port/devstoreaccount1"
   export FOLIO_TEST_AZURE_CONTAINER=folio-test
   python3 "$(dirname "${BASH_SOURCE[0]}")/azurite-container.py" "$FOLIO_TEST_AZURE_URL" "$FOLIO_TEST_AZURE_CONTAINER"

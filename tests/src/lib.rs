@@ -410,3 +410,87 @@ impl Drop for S3Process {
         self.stop();
     }
 }
+
+/// An etcd process of a test's own, which the test may stop and start again (same ports and
+/// data), for keyspace-outage tests.
+#[derive(Debug)]
+pub struct EtcdProcess {
+    child: Option<std::process::Child>,
+    client_port: u16,
+    peer_port: u16,
+    data_dir: std::path::PathBuf,
+}
+
+impl EtcdProcess {
+    /// Starts etcd (from PATH) on free ports with its data under `root`.
+    pub fn start(root: &std::path::Path) -> Result<Self> {
+        let mut etcd = Self {
+            child: None,
+            client_port: free_port()?,
+            peer_port: free_port()?,
+            data_dir: root.join("etcd"),
+        };
+        etcd.resume()?;
+        Ok(etcd)
+    }
+
+    /// The client URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// Starts the server again after [`EtcdProcess::stop`], with the same data.
+    pub fn resume(&mut self) -> Result<()> {
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let child = std::process::Command::new("etcd")
+            .args(["--name", "folio-test-own", "--data-dir"])
+            .arg(&self.data_dir)
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("folio-test-own={peer}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting etcd (scripts/test.sh installs it)")?;
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.client_port)).is_err() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "etcd did not start listening"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Stops the server (SIGTERM, then reaps it); its data stays.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for EtcdProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -389,6 +389,47 @@ impl Broker {
         }
     }
 
+    /// Waits, up to `bound`, until this member (marked exiting) holds no assignment the
+    /// allocator can move: it holds none, or the allocator has nothing left to change and
+    /// every route this member is in is synced (what remains has nowhere to go, for example
+    /// the embedded mode's only member). Returns whether it holds none.
+    pub(crate) async fn hand_off(&self, bound: Duration) -> bool {
+        let mut revisions = self.view.subscribe();
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            let (holding, settled) = self.view.read(|state| {
+                let specs = self.layout.specs(state).items;
+                let members = self.layout.members(state).items;
+                let assignments = self.layout.assignments(state).items;
+                let mine: Vec<&Vec<folio_coordination::Assignment>> = assignments
+                    .values()
+                    .filter(|list| list.iter().any(|a| a.member == self.id))
+                    .collect();
+                let synced = mine
+                    .iter()
+                    .all(|list| folio_coordination::is_consistent(list, &members));
+                let settled = synced
+                    && folio_coordination::allocate(&specs, &members, &assignments).is_empty();
+                (mine.len(), settled)
+            });
+            if holding == 0 {
+                return true;
+            }
+            if settled {
+                tracing::info!(holding, "no other member can take the remaining journals");
+                return false;
+            }
+            tokio::select! {
+                changed = revisions.changed() => if changed.is_err() { return false },
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                () = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(holding, "journals not handed over within the bound; stopping anyway");
+                    return false;
+                }
+            }
+        }
+    }
+
     /// Stops serving: no new appends, every spool persisted within `grace`. Returns the
     /// bytes left unpersisted.
     pub(crate) async fn shutdown(&self, grace: Duration) -> usize {

@@ -129,6 +129,10 @@ pub async fn serve(
     };
     let membership = announce(keyspace.clone(), &layout, spec, config.lease_ttl).await?;
     let mut member_status = membership.status();
+    let lease_valid = membership.valid_until();
+    // The shutdown path marks the member exiting; revoking it at the end needs it back.
+    let membership = Arc::new(tokio::sync::Mutex::new(membership));
+    let leaving = membership.clone();
     let cancel = CancellationToken::new();
     let (view, view_task) = KeySpaceView::start(
         keyspace.clone(),
@@ -148,9 +152,12 @@ pub async fn serve(
         keyspace,
         view,
         replica_config,
-        membership.valid_until(),
+        lease_valid,
     ));
     let resolver = tokio::spawn(broker.clone().run_resolver(cancel.clone()));
+    // Answer nothing before the first resolution: a broker that just started must not list
+    // journals without routes, nor refuse appends it is about to be primary of.
+    broker.wait_resolved(broker.view.revision()).await;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -178,11 +185,35 @@ pub async fn serve(
                 .await;
             member_status.borrow().clone()
         };
-        tokio::select! {
-            () = shutdown => {}
+        let graceful = tokio::select! {
+            () = shutdown => true,
             status = lost => {
                 tracing::error!(?status, "membership lease lost; stopping");
                 let _ = lost_tx.send(format!("{status:?}"));
+                false
+            }
+        };
+        if graceful {
+            // Hand the journals over first: marked exiting, this member gets replacements
+            // added, synced and then itself removed from every route, while it keeps
+            // serving; no route drops below its replication on the way.
+            let started = tokio::time::Instant::now();
+            let mut member = leaving.lock().await;
+            let mut spec = member.spec().clone();
+            spec.exiting = true;
+            match member.update(spec).await {
+                Ok(_) => {
+                    drop(member);
+                    let moved = draining.hand_off(grace / 2).await;
+                    tracing::info!(
+                        moved,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "journals handed over"
+                    );
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "marking this member exiting failed; stopping without a hand-off")
+                }
             }
         }
         tracing::info!("shutting down: persisting spools");
@@ -222,8 +253,13 @@ pub async fn serve(
     cancel.cancel();
     let _ = resolver.await;
     let _ = view_task.await;
-    if let Err(err) = membership.revoke().await {
-        tracing::warn!(%err, "revoking membership failed; it expires with its lease");
+    match Arc::try_unwrap(membership) {
+        Ok(membership) => {
+            if let Err(err) = membership.into_inner().revoke().await {
+                tracing::warn!(%err, "revoking membership failed; it expires with its lease");
+            }
+        }
+        Err(_) => tracing::warn!("membership still in use at exit; it expires with its lease"),
     }
     if let Ok(status) = lost_rx.await {
         return Err(ServeError::MembershipLost(status));
