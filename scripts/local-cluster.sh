@@ -39,16 +39,11 @@ stop() {
 trap stop EXIT
 trap 'exit 130' INT TERM
 
-etcd_port=$(folio_free_port)
-peer_port=$(folio_free_port)
-etcd --name folio-local --data-dir "$work/etcd" \
-  --listen-client-urls "http://127.0.0.1:$etcd_port" \
-  --advertise-client-urls "http://127.0.0.1:$etcd_port" \
-  --listen-peer-urls "http://127.0.0.1:$peer_port" \
-  --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
-  --initial-cluster "folio-local=http://127.0.0.1:$peer_port" >"$work/etcd.log" 2>&1 &
-pids+=($!)
-folio_wait_port "$etcd_port" etcd "$work/etcd.log"
+# etcd's PID joins ours: the brokers are stopped before it.
+FOLIO_SERVER_PIDS=()
+folio_start_etcd "$work" folio-local
+etcd_port=$FOLIO_ETCD_PORT
+pids+=("${FOLIO_SERVER_PIDS[@]}")
 
 s3_port=$(folio_free_port)
 mkdir -p "$work/s3/folio"

@@ -76,28 +76,37 @@ folio_stop_servers() {
   if [ -n "${FOLIO_SERVER_DIR:-}" ]; then rm -rf "$FOLIO_SERVER_DIR"; fi
 }
 
+# Starts a one-member etcd named $2 with its data and log under $1, on free ports (another
+# pair when a port was taken meanwhile); sets FOLIO_ETCD_PORT and appends its PID to
+# FOLIO_SERVER_PIDS.
+folio_start_etcd() {
+  local dir=$1 name=$2 peer_port attempt status
+  for attempt in 1 2 3; do
+    FOLIO_ETCD_PORT=$(folio_free_port)
+    peer_port=$(folio_free_port)
+    etcd --name "$name" --data-dir "$dir/etcd" \
+      --listen-client-urls "http://127.0.0.1:$FOLIO_ETCD_PORT" \
+      --advertise-client-urls "http://127.0.0.1:$FOLIO_ETCD_PORT" \
+      --listen-peer-urls "http://127.0.0.1:$peer_port" \
+      --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
+      --initial-cluster "$name=http://127.0.0.1:$peer_port" \
+      >"$dir/etcd.log" 2>&1 &
+    FOLIO_SERVER_PIDS+=($!)
+    status=0
+    folio_wait_port "$FOLIO_ETCD_PORT" etcd "$dir/etcd.log" "$!" || status=$?
+    [ "$status" = 0 ] && return 0
+    [ "$status" = 2 ] && [ "$attempt" != 3 ] || return 1
+    rm -rf "$dir/etcd"
+  done
+}
+
 folio_start_servers() {
   FOLIO_SERVER_DIR=$(mktemp -d -t folio-servers.XXXXXX)
   trap folio_stop_servers EXIT
 
-  local client_port peer_port s3_port attempt status
-  for attempt in 1 2 3; do
-    client_port=$(folio_free_port)
-    peer_port=$(folio_free_port)
-    etcd --name folio-test --data-dir "$FOLIO_SERVER_DIR/etcd" \
-      --listen-client-urls "http://127.0.0.1:$client_port" \
-      --advertise-client-urls "http://127.0.0.1:$client_port" \
-      --listen-peer-urls "http://127.0.0.1:$peer_port" \
-      --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
-      --initial-cluster "folio-test=http://127.0.0.1:$peer_port" \
-      >"$FOLIO_SERVER_DIR/etcd.log" 2>&1 &
-    FOLIO_SERVER_PIDS+=($!)
-    status=0
-    folio_wait_port "$client_port" etcd "$FOLIO_SERVER_DIR/etcd.log" "$!" || status=$?
-    [ "$status" = 0 ] && break
-    [ "$status" = 2 ] && [ "$attempt" != 3 ] || return 1
-    rm -rf "$FOLIO_SERVER_DIR/etcd"
-  done
+  local s3_port attempt status
+  folio_start_etcd "$FOLIO_SERVER_DIR" folio-test
+  local client_port=$FOLIO_ETCD_PORT
 
   export FOLIO_TEST_S3_ACCESS_KEY=folio-test
   export FOLIO_TEST_S3_SECRET_KEY=folio-test-secret-key

@@ -144,8 +144,9 @@ pub async fn run(args: AppendArgs) -> Result<()> {
 
     let summaries = summarize_runs(&subjects, MB_PER_S);
     let title = format!(
-        "append: {}; broker codec {}, fragments {}, store {}; {} runs",
+        "append: {}; replication {}, broker codec {}, fragments {}, store {}; {} runs",
         args.load.describe(),
+        args.broker.replication,
         args.codec.as_str_name(),
         args.fragment_length,
         broker.describe_store(),

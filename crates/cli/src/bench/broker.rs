@@ -34,6 +34,10 @@ pub struct BrokerArgs {
     /// `--memory-budget` of a broker the bench starts.
     #[arg(long, default_value = "1GiB", env = "FOLIO_BENCH_MEMORY_BUDGET")]
     pub memory_budget: String,
+    /// Replication of the bench's journals (above 1 needs `--broker` in a cluster of that
+    /// many brokers, e.g. `scripts/local-cluster.sh`).
+    #[arg(long, default_value_t = 1, env = "FOLIO_BENCH_REPLICATION", value_parser = clap::value_parser!(u32).range(1..=5))]
+    pub replication: u32,
 }
 
 /// A broker the bench talks to.
@@ -48,6 +52,8 @@ pub struct Broker {
     /// The default `file://` store of a broker the bench started without `--store`.
     pub local_store: Option<String>,
     process: Option<ServerProcess>,
+    /// Replication of the journals it creates.
+    replication: u32,
     /// Holds the started broker's data directory until the broker is stopped.
     _data_dir: Option<tempfile::TempDir>,
 }
@@ -62,6 +68,7 @@ impl Broker {
                 store: args.store.clone(),
                 local_store: None,
                 process: None,
+                replication: args.replication,
                 _data_dir: None,
             },
             None => Self::spawn(args).await?,
@@ -113,6 +120,7 @@ impl Broker {
                 .is_none()
                 .then(|| format!("file://{}/fragments/", data_dir.display())),
             process: Some(process),
+            replication: args.replication,
             _data_dir: Some(dir),
         })
     }
@@ -168,8 +176,13 @@ impl Broker {
     pub async fn create_journals(&mut self, specs: Vec<JournalSpec>) -> Result<()> {
         let mut client = rpc::connect(&self.endpoint).await?;
         let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+        let replication = self.replication as i32;
         let changes = specs
             .into_iter()
+            .map(|spec| JournalSpec {
+                replication,
+                ..spec
+            })
             .map(|spec| apply_request::Change {
                 // -1: whatever revision the spec has, if any.
                 expect_mod_revision: -1,
@@ -243,8 +256,9 @@ impl Broker {
     }
 }
 
-/// A spec for a bench journal: replication 1, the given fragment length and codec,
-/// persisted to `store` (or the broker's default store).
+/// A spec for a bench journal: replication 1 (`create_journals` applies `--replication`),
+/// the given fragment length and codec, persisted to `store` (or the broker's default
+/// store).
 pub fn journal_spec(
     name: &str,
     fragment_length: u64,
