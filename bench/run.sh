@@ -20,11 +20,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/test-env.sh
 
-usage="usage: bench/run.sh append|tail|backfill|persist|allocator|smoke [flags]"
+usage="usage: bench/run.sh append|tail|backfill|persist|allocator|cluster|smoke [flags]"
 scenario=${1:?$usage}
 shift
 case "$scenario" in
-  append | tail | backfill | persist | allocator | smoke) ;;
+  append | tail | backfill | persist | allocator | cluster | smoke) ;;
   *)
     echo "unknown scenario $scenario; $usage" >&2
     exit 2
@@ -42,7 +42,7 @@ folio_ensure_nats() {
 }
 
 folio_ensure_tools
-if [ "$scenario" = append ] || [ "$scenario" = smoke ]; then folio_ensure_nats; fi
+if [ "$scenario" = append ] || [ "$scenario" = cluster ] || [ "$scenario" = smoke ]; then folio_ensure_nats; fi
 cargo build --release -p folio
 folio_start_servers
 
@@ -56,6 +56,40 @@ bench() {
   shift 2
   FOLIO_BENCH_JSON=${FOLIO_BENCH_JSON:-$json} "$folio" bench "$name" "$@"
 }
+
+# Cluster: `append` against three local brokers (scripts/local-cluster.sh, release build),
+# replication 1 and then 3 on the same cluster, each with its gRPC-sink baseline in the same
+# invocation. CPU seconds per GB are those of broker-0 only.
+if [ "$scenario" = cluster ]; then
+  mkdir -p bench/results
+  cluster_log=$(mktemp -t folio-bench-cluster.XXXXXX)
+  FOLIO_BIN=$PWD/$folio FOLIO_LOG=warn bash scripts/local-cluster.sh >"$cluster_log" 2>&1 &
+  cluster_pid=$!
+  # SIGTERM: a background job of a non-interactive shell ignores SIGINT.
+  stop_cluster() {
+    kill -TERM "$cluster_pid" 2>/dev/null || true
+    wait "$cluster_pid" 2>/dev/null || true
+    rm -f "$cluster_log"
+    folio_stop_servers
+  }
+  trap stop_cluster EXIT
+  for _ in $(seq 1 300); do
+    grep -q '^fragment store:' "$cluster_log" && break
+    kill -0 "$cluster_pid" 2>/dev/null || { cat "$cluster_log" >&2; exit 1; }
+    sleep 0.2
+  done
+  endpoint=$(sed -n 's/^broker-0 ([^)]*): \(http:[^ ]*\) (PID \([0-9]*\).*/\1/p' "$cluster_log")
+  pid=$(sed -n 's/^broker-0 ([^)]*): http:[^ ]* (PID \([0-9]*\).*/\1/p' "$cluster_log")
+  store=$(sed -n 's/^fragment store: //p' "$cluster_log")
+  folio_log "cluster up: broker-0 at $endpoint (PID $pid)"
+  for r in 1 3; do
+    bench "bench/results/cluster-rf$r.json" append --broker "$endpoint" --broker-pid "$pid" \
+      --store "$store" --replication "$r" --skip-nats "$@"
+  done
+  trap - EXIT
+  stop_cluster
+  exit 0
+fi
 
 if [ "$scenario" != smoke ]; then
   mkdir -p bench/results

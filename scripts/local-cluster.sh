@@ -10,7 +10,8 @@
 # Use it from another shell with the CLI and any broker's endpoint:
 #   FOLIO_BROKER=http://127.0.0.1:PORT target/debug/folio journals list
 #
-# It installs protoc, etcd and s3s-fs when missing (scripts/test-env.sh) and builds `folio`.
+# It installs protoc, etcd and s3s-fs when missing (scripts/test-env.sh) and builds `folio`
+# (or runs FOLIO_BIN, e.g. a release build, when set).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/test-env.sh
@@ -21,14 +22,20 @@ brokers=${BROKERS:-3}
 
 command -v protoc >/dev/null && command -v etcd >/dev/null || folio_ensure_tools
 if ! s3s-fs --version 2>/dev/null | grep -q " $S3S_FS_VERSION"; then folio_ensure_tools; fi
-folio_log "building folio"
-cargo build -q -p folio
-bin=$PWD/target/debug/folio
+if [ -n "${FOLIO_BIN:-}" ]; then
+  bin=$FOLIO_BIN
+else
+  folio_log "building folio"
+  cargo build -q -p folio
+  bin=$PWD/target/debug/folio
+fi
 
 work=$(mktemp -d -t folio-cluster.XXXXXX)
 pids=()
+sleeper=
 stop() {
   local pid
+  if [ -n "$sleeper" ]; then kill "$sleeper" 2>/dev/null || true; fi
   # Brokers first (SIGTERM: they persist their spools), then the servers they need.
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
     kill -TERM "${pids[$i]}" 2>/dev/null || true
@@ -37,7 +44,8 @@ stop() {
   rm -rf "$work"
 }
 trap stop EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # etcd's PID joins ours: the brokers are stopped before it.
 FOLIO_SERVER_PIDS=()
@@ -104,5 +112,10 @@ SPECS
   exit 0
 fi
 
-echo "Ctrl-C stops the cluster."
-while :; do sleep 3600; done
+echo "Ctrl-C (or SIGTERM) stops the cluster."
+# `wait` returns as soon as a signal arrives, so the trap runs at once.
+while :; do
+  sleep 3600 &
+  sleeper=$!
+  wait "$sleeper" || true
+done
