@@ -58,6 +58,7 @@ pub(crate) async fn run(
     options: PersistOptions,
     sink: Arc<dyn PersistSink>,
     slots: Arc<Semaphore>,
+    stopping: CancellationToken,
     cancel: CancellationToken,
 ) {
     // Without a store, closed fragments stay in memory (and readable) until shutdown,
@@ -79,13 +80,14 @@ pub(crate) async fn run(
             fragment.path_postfix = t.render(job.closed.first_append_time);
         }
         if let Some(at) = job.check_at {
+            // A replica's copy: give the primary time to upload it (less when the replica
+            // is stopping), then upload it only if it is not there. A route member that
+            // joined late may be promoted without this content, so the copy must reach the
+            // store when the primary died.
             tokio::select! {
                 () = tokio::time::sleep_until(at) => {}
-                () = cancel.cancelled() => {
-                    tracing::error!(journal = %fragment.journal, begin = fragment.begin, end = fragment.end,
-                        "shutting down with an unpersisted fragment");
-                    return;
-                }
+                () = stopping.cancelled() => {}
+                () = cancel.cancelled() => return,
             }
             if let Ok(Some(stored)) = find_persisted(store, &fragment).await {
                 sink.persisted(job.closed.fragment.begin, stored);

@@ -37,6 +37,10 @@ use crate::error::{Error, Result};
 /// Messages in flight on one peer stream, each way.
 pub const PEER_QUEUE: usize = 64;
 
+/// Longest a peer may take to take a message or answer a proposal before the append fails
+/// and the pipeline is torn down (a live peer whose handler is stuck holds no lock here).
+pub const PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The two halves of a `Replicate` stream to one peer.
 #[derive(Debug)]
 pub struct PeerStream {
@@ -240,12 +244,24 @@ impl Pipeline {
                 content_delta: delta,
                 ..Default::default()
             };
-            peer.stream
-                .requests
-                .send(request)
-                .await
-                .map_err(|_| Error::Replication(format!("the stream to {} closed", peer.name)))?;
+            send(peer, request).await?;
         }
         Ok(())
+    }
+}
+
+/// Sends one message to a peer, failing when its stream closed or it takes none for
+/// [`PEER_TIMEOUT`].
+async fn send(peer: &Peer, request: ReplicateRequest) -> Result<()> {
+    match tokio::time::timeout(PEER_TIMEOUT, peer.stream.requests.send(request)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Error::Replication(format!(
+            "the stream to {} closed",
+            peer.name
+        ))),
+        Err(_) => Err(Error::Replication(format!(
+            "{} took no message for {PEER_TIMEOUT:?}",
+            peer.name
+        ))),
     }
 }

@@ -291,6 +291,7 @@ impl Replica {
                 config.persist.clone(),
                 sink,
                 config.upload_slots.clone(),
+                replica.inner.stopping.clone(),
                 replica.inner.cancel.clone(),
             ));
             let refresher = replica.clone();

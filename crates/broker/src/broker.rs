@@ -294,12 +294,16 @@ impl Broker {
                 self.pulse(replica);
             }
         }
+        // In the background: a replica persisting its last fragment must not hold up the
+        // resolver (which, on the leader, also runs the allocator).
         for replica in to_stop {
             tracing::info!(journal = %replica.name(), "no longer serving journal");
-            let left = replica.shutdown(Duration::from_secs(30)).await;
-            if left > 0 {
-                tracing::error!(journal = %replica.name(), bytes = left, "stopped with unpersisted content");
-            }
+            tokio::spawn(async move {
+                let left = replica.shutdown(Duration::from_secs(30)).await;
+                if left > 0 {
+                    tracing::error!(journal = %replica.name(), bytes = left, "stopped with unpersisted content");
+                }
+            });
         }
         advertise
     }

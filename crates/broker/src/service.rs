@@ -603,7 +603,7 @@ impl Journal for JournalService {
         let (tx, rx) = mpsc::channel(folio_journal::pipeline::PEER_QUEUE);
         let requests = futures::stream::iter([Ok::<_, tonic::Status>(first)]).chain(stream);
         tokio::spawn(async move {
-            if let Err(err) = replica.replicate(Box::pin(requests), tx).await {
+            if let Err(err) = replica.replicate(&ours, Box::pin(requests), tx).await {
                 tracing::debug!(journal = %replica.name(), %err, "replication stream ended");
             }
         });

@@ -14,8 +14,11 @@ impl Replica {
     /// proposals to the spool and answers every proposal that asks for it on
     /// `responses`. Returns when the stream ends or fails, the replica shuts down, or
     /// `responses` closes.
+    /// `route` is the primary's route; the stream is refused unless it is this replica's
+    /// route, also once the append lock is held (the route may change while it waits).
     pub async fn replicate<S, E>(
         &self,
+        route: &folio_protocol::Route,
         mut requests: S,
         responses: mpsc::Sender<ReplicateResponse>,
     ) -> Result<()>
@@ -23,18 +26,35 @@ impl Replica {
         S: Stream<Item = std::result::Result<ReplicateRequest, E>> + Unpin,
         E: std::fmt::Display,
     {
+        // Taken first: a route change from here on ends this stream.
+        let route_changed = lock(&self.inner.replication_cancel).clone();
         self.wait_listed().await?;
         let stopping = &self.inner.stopping;
         let _append = tokio::select! {
             guard = self.inner.append_lock.lock() => guard,
             () = stopping.cancelled() => return Err(Error::ShuttingDown),
         };
+        let current = self.topology();
+        if route_changed.is_cancelled()
+            || current
+                .as_ref()
+                .is_none_or(|t| t.route != *route || t.is_primary())
+        {
+            let _ = responses
+                .send(ReplicateResponse {
+                    status: Status::WrongRoute as i32,
+                    ..Default::default()
+                })
+                .await;
+            return Err(Error::Replication(
+                "the primary's route is not this replica's".to_owned(),
+            ));
+        }
         // Whatever ends the stream, a half-sent append leaves no trace.
         let _pending = PendingAppend {
             replica: self,
             armed: true,
         };
-        let route_changed = lock(&self.inner.replication_cancel).clone();
         let mut charge = self.inner.config.budget.empty();
         loop {
             let request = tokio::select! {
@@ -62,6 +82,9 @@ impl Replica {
                 let admitted = tokio::select! {
                     admitted = self.charge(request.content.len()) => admitted,
                     () = stopping.cancelled() => Err(Error::ShuttingDown),
+                    () = route_changed.cancelled() => {
+                        Err(Error::Replication("the journal's route changed".to_owned()))
+                    }
                 };
                 charge.merge(admitted?);
                 self.lock_state().spool.write(request.content);
