@@ -186,6 +186,9 @@ struct Inner {
     head: watch::Sender<i64>,
     /// Set once the first store listing is done (appends and reads wait for it).
     listed: watch::Sender<bool>,
+    /// Asks the index refresh to list the stores now (this replica's spool moved past
+    /// content it does not hold: other members uploaded it).
+    refresh_now: tokio::sync::Notify,
     store_error: Mutex<Option<String>>,
     /// Cancelled when shutdown begins: appends in progress abort, new ones are refused.
     stopping: CancellationToken,
@@ -272,6 +275,7 @@ impl Replica {
             }),
             head: watch::Sender::new(0),
             listed: watch::Sender::new(false),
+            refresh_now: tokio::sync::Notify::new(),
             store_error: Mutex::new(None),
             stopping: CancellationToken::new(),
             cancel: CancellationToken::new(),
@@ -328,8 +332,13 @@ impl Replica {
     pub fn set_topology(&self, topology: Topology) {
         let mut current = lock(&self.inner.topology);
         let changed = current.as_ref().is_none_or(|t| t.route != topology.route);
+        let promoted = topology.is_primary() && current.as_ref().is_some_and(|t| !t.is_primary());
         *current = Some(topology);
         drop(current);
+        if promoted {
+            // Files its former primary uploaded may not be listed here yet.
+            self.inner.refresh_now.notify_one();
+        }
         if changed {
             let old = std::mem::take(&mut *lock(&self.inner.replication_cancel));
             old.cancel();

@@ -267,6 +267,7 @@ impl Replica {
                     state.registers = peer_registers;
                     drop(state);
                     self.inner.head.send_replace(peer.end);
+                    self.inner.refresh_now.notify_one();
                 }
                 Some((peer, _)) => {
                     return Err(Error::Replication(format!(

@@ -49,6 +49,7 @@ impl Replica {
             };
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
+                () = self.inner.refresh_now.notified() => {}
                 () = self.inner.cancel.cancelled() => return,
             }
         }

@@ -170,6 +170,8 @@ impl Replica {
             drop(state);
             if proposal.begin > committed.end {
                 self.inner.head.send_replace(proposal.begin);
+                // The content in between is in other members' fragments: list it.
+                self.inner.refresh_now.notify_one();
             }
             return ok;
         }
