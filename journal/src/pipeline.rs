@@ -54,7 +54,7 @@ pub struct PeerStream {
 #[async_trait]
 pub trait Connector: Send + Sync + fmt::Debug {
     /// Opens a stream to the route member at `member` (an index into `route.members`) for
-    /// `journal`. The first request sent on it carries `header`.
+    /// `journal`. The pipeline's first request on it carries the primary's header.
     async fn open(&self, journal: &str, route: &Route, member: usize)
     -> Result<PeerStream, String>;
 }

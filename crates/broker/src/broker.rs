@@ -34,12 +34,8 @@ use tonic::transport::Channel;
 
 use crate::replication::{GrpcConnector, Peers};
 
-/// Routes of every assigned journal, as resolved at one keyspace revision.
-#[derive(Debug, Default)]
-pub(crate) struct Routes {
-    /// Routes by journal name.
-    pub by_journal: HashMap<String, Route>,
-}
+/// The route of every assigned journal by name, as resolved at one keyspace revision.
+pub(crate) type Routes = HashMap<String, Route>;
 
 /// A running broker's shared state.
 #[derive(Debug)]
@@ -109,7 +105,6 @@ impl Broker {
     pub(crate) fn route(&self, journal: &str) -> Route {
         let (name, _) = folio_protocol::split_meta(journal);
         lock(&self.routes)
-            .by_journal
             .get(name)
             .cloned()
             .unwrap_or_else(|| Route {
@@ -207,11 +202,10 @@ impl Broker {
                 self.layout.assignments(state).items,
             )
         });
-        let mut routes = Routes {
-            by_journal: HashMap::with_capacity(assignments.len()),
-        };
+        let mut routes = Routes::with_capacity(assignments.len());
         let mut assigned: HashMap<String, (JournalSpec, Topology)> = HashMap::new();
-        let mut synced_lists = Vec::new();
+        // The journals this broker leads: their assignments and route.
+        let mut led = Vec::new();
         for entry in specs {
             let Some(list) = assignments.get(&entry.spec.name) else {
                 continue;
@@ -225,11 +219,11 @@ impl Broker {
                     header: self.header_at(route.clone(), revision),
                 };
                 if topology.is_primary() {
-                    synced_lists.push((name.clone(), list.clone()));
+                    led.push((name.clone(), list, route.clone()));
                 }
                 assigned.insert(name.clone(), (entry.spec, topology));
             }
-            routes.by_journal.insert(name, route);
+            routes.insert(name, route);
         }
         let (to_stop, to_update, to_start) = {
             let current = lock(&self.replicas);
@@ -281,13 +275,12 @@ impl Broker {
         self.resolved.send_replace(revision);
 
         let mut advertise = Vec::new();
-        for (name, list) in synced_lists {
+        for (name, list, route) in led {
             let Some(replica) = self.replica(&name) else {
                 continue;
             };
-            let route = folio_coordination::route_of(&list, &members);
             if replica.synced_route().as_ref() == Some(&route) {
-                if let Some(txn) = advertise_route(&self.layout, &name, &list, &members) {
+                if let Some(txn) = advertise_route(&self.layout, &name, list, &members) {
                     advertise.push(txn);
                 }
             } else {

@@ -101,23 +101,23 @@ impl JournalService {
 
     fn list_snapshot(&self, selector: &folio_protocol::LabelSelector) -> ListResponse {
         let routes = self.broker.routes();
-        let journals = self
-            .broker
-            .specs()
-            .into_iter()
-            .filter(|e| selector.matches_journal(&e.spec.name, e.spec.labels.as_ref()))
-            .map(|e| list_response::Journal {
-                route: Some(routes.by_journal.get(&e.spec.name).cloned().unwrap_or(
-                    folio_protocol::Route {
-                        primary: -1,
-                        ..Default::default()
-                    },
-                )),
-                spec: Some(e.spec),
-                mod_revision: e.mod_revision,
-                create_revision: e.create_revision,
-            })
-            .collect();
+        let journals =
+            self.broker
+                .specs()
+                .into_iter()
+                .filter(|e| selector.matches_journal(&e.spec.name, e.spec.labels.as_ref()))
+                .map(|e| list_response::Journal {
+                    route: Some(routes.get(&e.spec.name).cloned().unwrap_or(
+                        folio_protocol::Route {
+                            primary: -1,
+                            ..Default::default()
+                        },
+                    )),
+                    spec: Some(e.spec),
+                    mod_revision: e.mod_revision,
+                    create_revision: e.create_revision,
+                })
+                .collect();
         ListResponse {
             status: Status::Ok as i32,
             header: Some(self.broker.header(folio_protocol::Route::default())),
