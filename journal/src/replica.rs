@@ -189,6 +189,10 @@ struct Inner {
     /// Asks the index refresh to list the stores now (this replica's spool moved past
     /// content it does not hold: other members uploaded it).
     refresh_now: tokio::sync::Notify,
+    /// Number of store listings started so far.
+    listings_started: std::sync::atomic::AtomicU64,
+    /// The number (see `listings_started`) of the last listing applied to the index.
+    listing_applied: watch::Sender<u64>,
     store_error: Mutex<Option<String>>,
     /// Cancelled when shutdown begins: appends in progress abort, new ones are refused.
     stopping: CancellationToken,
@@ -276,6 +280,8 @@ impl Replica {
             head: watch::Sender::new(0),
             listed: watch::Sender::new(false),
             refresh_now: tokio::sync::Notify::new(),
+            listings_started: std::sync::atomic::AtomicU64::new(0),
+            listing_applied: watch::Sender::new(0),
             store_error: Mutex::new(None),
             stopping: CancellationToken::new(),
             cancel: CancellationToken::new(),

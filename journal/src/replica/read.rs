@@ -9,6 +9,9 @@ use crate::spool::read_chunks;
 
 use super::*;
 
+/// Longest a read waits for a fresh store listing before it skips a gap.
+const RELIST_BOUND: Duration = Duration::from_secs(5);
+
 impl Replica {
     /// Reads per `params`, as a stream of events. Blocking reads end when the replica
     /// shuts down.
@@ -41,6 +44,8 @@ impl Replica {
         let mut announced: Option<(i64, i64)> = None;
         // The offset at which a corrupt file was set aside, and its error.
         let mut corrupt_at: Option<(i64, Error)> = None;
+        // The gap this read listed the stores again for, once, before skipping it.
+        let mut relisted_at: Option<i64> = None;
         loop {
             if params.end_offset > 0 && offset >= params.end_offset {
                 return Ok(());
@@ -151,6 +156,15 @@ impl Replica {
                             write_head: head,
                         });
                     };
+                    // Below the write head, the content may be in a file another member
+                    // of the route uploaded since the last listing (after a hand-off or
+                    // a promotion): list once more before skipping it.
+                    if relisted_at != Some(offset) {
+                        relisted_at = Some(offset);
+                        if self.relist(RELIST_BOUND).await {
+                            continue;
+                        }
+                    }
                     tracing::debug!(journal = %self.inner.name, from = offset, to = next, "read skips a gap");
                     offset = next;
                 }

@@ -14,6 +14,11 @@ impl Replica {
         let mut delays = persister::retry_delays();
         loop {
             let started = self.now_unix();
+            let number = self
+                .inner
+                .listings_started
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                + 1;
             let mut listed = Vec::new();
             let mut foreign_end = 0;
             let mut failure = None;
@@ -35,6 +40,7 @@ impl Replica {
                 }
                 None => {
                     self.apply_listing(listed, foreign_end, started);
+                    self.inner.listing_applied.send_replace(number);
                     delays = persister::retry_delays();
                     let spec = self.spec();
                     duration_of(
@@ -56,6 +62,21 @@ impl Replica {
     }
 
     /// Makes `listed` (a listing begun at `started`) the index's persisted fragments.
+    /// Lists the stores again now and waits (up to `bound`) until a listing that started
+    /// after this call is in the index: files other members uploaded a moment ago are
+    /// then known. Returns whether it is.
+    pub(super) async fn relist(&self, bound: Duration) -> bool {
+        let wanted = self
+            .inner
+            .listings_started
+            .load(std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        let mut applied = self.inner.listing_applied.subscribe();
+        self.inner.refresh_now.notify_one();
+        let listed = applied.wait_for(|n| *n >= wanted);
+        matches!(tokio::time::timeout(bound, listed).await, Ok(Ok(_)))
+    }
+
     fn apply_listing(&self, listed: Vec<Fragment>, foreign_end: i64, started: i64) {
         let first = !*self.inner.listed.borrow();
         let mut state = self.lock_state();
