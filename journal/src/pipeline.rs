@@ -15,7 +15,12 @@
 //! 3. **Commit**: a proposal of the fragment extended by the append (new end and SHA-1)
 //!    with the journal's registers, `acknowledge: true`. The primary acknowledges its client
 //!    only after every peer answered `OK`; its own bytes become readable only then.
-//! 4. **Roll**: only the primary decides rolls (fragment length, flush interval, codec,
+//! 4. **Confirm**: once every peer answered, the primary commits, proposes its committed
+//!    fragment as it now is (`acknowledge: false`), and acknowledges its client. A peer
+//!    shows committed bytes to readers only once confirmed (or once a roll or a sync moves
+//!    past them), and when its spool closes for any other reason (it left the route, it
+//!    stops) it keeps only the confirmed content: the rest was never acknowledged.
+//! 5. **Roll**: only the primary decides rolls (fragment length, flush interval, codec,
 //!    memory pressure): a proposal of an empty fragment at the current end.
 //!
 //! A peer whose stream ends with an append half-sent drops that append's content. A
@@ -228,6 +233,21 @@ impl Pipeline {
             }
         }
         Ok(mismatch)
+    }
+
+    /// Tells every peer that every member acknowledged `committed` (the primary's whole
+    /// committed fragment), so they show it to readers. Never waits: returns false when a
+    /// peer's stream is closed or full.
+    pub fn confirm(&self, committed: &Fragment, registers: &LabelSet) -> bool {
+        let request = ReplicateRequest {
+            proposal: Some(committed.clone()),
+            registers: Some(registers.clone()),
+            acknowledge: false,
+            ..Default::default()
+        };
+        self.peers
+            .iter()
+            .all(|peer| peer.stream.requests.try_send(request.clone()).is_ok())
     }
 
     /// Marks the pipeline synced for `route`.

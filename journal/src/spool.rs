@@ -198,6 +198,34 @@ impl Spool {
         dropped
     }
 
+    /// Cuts committed content back to `end` (within `[begin, end]`), dropping any
+    /// uncommitted append too, and returns the bytes cut. A replica does this before it
+    /// closes a spool its primary never confirmed to the end: content past `end` was never
+    /// acknowledged, and the primary may have written other content at those offsets.
+    pub fn truncate(&mut self, end: i64) -> i64 {
+        self.rollback();
+        let end = end.clamp(self.begin, self.end);
+        let cut = self.end - end;
+        if cut == 0 {
+            return 0;
+        }
+        let kept = self.starts.partition_point(|&start| start < end);
+        self.chunks.truncate(kept);
+        self.starts.truncate(kept);
+        if let (Some(&start), Some(last)) = (self.starts.last(), self.chunks.last_mut()) {
+            *last = last.slice(..(end - start) as usize);
+        }
+        self.hasher = RunningSha1::new();
+        for chunk in &self.chunks {
+            self.hasher.update(chunk);
+        }
+        self.end = end;
+        if self.is_empty() {
+            self.first_append_time = None;
+        }
+        cut
+    }
+
     /// The committed fragment `[begin, end)` with its SHA-1 (no backing store).
     pub fn fragment(&self) -> Fragment {
         // The hasher covers uncommitted chunks too while an append is open: use the
@@ -330,6 +358,28 @@ mod tests {
             spool.roll(CompressionCodec::None).is_none(),
             "empty spools do not close"
         );
+    }
+
+    #[test]
+    fn truncate_cuts_committed_content_and_its_sum() {
+        let mut spool = Spool::new("a/j", 10, CompressionCodec::None);
+        spool.write(Bytes::from_static(b"one\n"));
+        spool.write(Bytes::from_static(b"two\n"));
+        spool.commit(1);
+        spool.write(Bytes::from_static(b"three\n"));
+        spool.commit(2);
+        spool.write(Bytes::from_static(b"pending"));
+        assert_eq!(spool.truncate(16), 8);
+        let fragment = spool.fragment();
+        assert_eq!((fragment.begin, fragment.end), (10, 16));
+        assert_eq!(fragment.sha1(), sum_of(b"one\ntwo\n"[..6].as_ref()));
+        assert_eq!(spool.read(10, 100).concat(), b"one\ntw");
+        assert_eq!(spool.pending_len(), 0, "the uncommitted append is dropped");
+        // Past the end or before the beginning, it clamps.
+        assert_eq!(spool.truncate(99), 0);
+        assert_eq!(spool.truncate(0), 6);
+        assert!(spool.is_empty());
+        assert_eq!(spool.fragment().sha1(), sum_of(b""));
     }
 
     #[test]

@@ -86,24 +86,39 @@ pub fn append_messages(
     ]
 }
 
-/// A journal's whole content straight from the bucket, checking that its files tile it
-/// from offset 0 (journals without a path-postfix template).
+/// A journal's whole content straight from the bucket, checking that its files cover it
+/// from offset 0 without a gap, and that files which overlap agree on the shared offsets
+/// (journals without a path-postfix template).
 pub async fn read_bucket(store: &folio_fragment_store::FragmentStore, journal: &str) -> Vec<u8> {
     let template = folio_protocol::PathPostfixTemplate::default();
     let fragments = folio_fragment_store::list::list_fragments(store, journal, &template)
         .await
         .expect("list bucket");
-    let mut out = Vec::new();
+    let spans: Vec<(i64, i64)> = fragments.iter().map(|f| (f.begin, f.end)).collect();
+    let mut out: Vec<u8> = Vec::new();
     for fragment in fragments {
-        assert_eq!(
-            fragment.begin as usize,
-            out.len(),
-            "fragments tile the journal"
+        let (begin, end) = (fragment.begin as usize, fragment.end as usize);
+        assert!(
+            begin <= out.len(),
+            "no file holds offsets [{}, {begin}) of {journal}; files: {spans:?}",
+            out.len()
         );
         let content = folio_fragment_store::read::read_whole(store, &fragment)
             .await
             .expect("read fragment");
-        out.extend_from_slice(&content);
+        assert_eq!(
+            content.len(),
+            end - begin,
+            "file [{begin}, {end}) holds its span"
+        );
+        // Files may overlap (a replica's copy next to its primary's), never disagree.
+        let shared = out.len().min(end) - begin;
+        assert!(
+            content[..shared] == out[begin..begin + shared],
+            "file [{begin}, {end}) of {journal} disagrees with another file over [{begin}, {})",
+            begin + shared
+        );
+        out.extend_from_slice(&content[shared..]);
     }
     out
 }

@@ -161,7 +161,7 @@ impl Replica {
                 Err(err) => return Err(err),
             }
         }
-        let commit = {
+        let (commit, committed) = {
             let mut state = self.lock_state();
             let commit = state.spool.commit(self.now_unix());
             pending.armed = false;
@@ -177,9 +177,14 @@ impl Replica {
                     }
                 }
             }
-            commit
+            (commit, state.spool.fragment())
         };
         append.clean = true;
+        // Every member acknowledged it: tell them, so they show it to readers too. A peer
+        // that cannot take the message is synced again at the next append.
+        if append.pipeline.has_peers() && !append.pipeline.confirm(&committed, &registers) {
+            append.clean = false;
+        }
         if append.spool_segment.is_none() {
             append.spool_segment = Some(segment_of(&spec, self.now_unix()));
         }
@@ -214,6 +219,9 @@ impl Replica {
             append.pipeline.tear_down();
             append.pipeline.synced(topology.route.clone());
             *lock(&self.inner.synced) = Some(topology.route);
+            // Alone in its route, it holds the journal: all it committed is the journal's.
+            let end = self.lock_state().spool.end();
+            self.show_through(end);
             return Ok(());
         }
         let connector = self.inner.config.connector.clone();
@@ -258,7 +266,12 @@ impl Replica {
                 .propose(Some(&topology.header), &proposal, &registers)
                 .await?
             {
-                None => return Ok(()),
+                None => {
+                    // Every member now holds the journal up to here (a promoted replica's
+                    // content its old primary never confirmed included).
+                    self.show_through(proposal.end);
+                    return Ok(());
+                }
                 Some((peer, peer_registers)) if peer.end > proposal.end => {
                     tracing::info!(journal = %self.inner.name, from = proposal.end, to = peer.end,
                         "a peer holds more of the journal: continuing at its end");
@@ -266,7 +279,6 @@ impl Replica {
                     state.spool.restart_at(peer.end, codec_of(spec));
                     state.registers = peer_registers;
                     drop(state);
-                    self.inner.head.send_replace(peer.end);
                     self.inner.refresh_now.notify_one();
                 }
                 Some((peer, _)) => {
@@ -364,8 +376,18 @@ impl Replica {
     /// Closes the spool's committed content (an append in progress carries over into the
     /// new spool) and queues it for persisting.
     pub(super) async fn roll(&self, spec: &JournalSpec) {
+        let primary = self.is_primary();
         let closing = {
             let mut state = self.lock_state();
+            if !primary {
+                // A replica closes only what its primary confirmed (or what a roll
+                // proposal passed): the rest was never acknowledged.
+                let cut = state.spool.truncate(self.write_head());
+                if cut > 0 {
+                    tracing::warn!(journal = %self.inner.name, bytes = cut, end = state.spool.end(),
+                        "dropping content the primary never confirmed before closing the spool");
+                }
+            }
             match state.spool.roll(codec_of(spec)) {
                 None => None,
                 Some(closed) => {
@@ -388,8 +410,8 @@ impl Replica {
             Some((closed, charge, Some(tx))) => {
                 // A replica's copy waits for the primary's upload (and uploads it only if
                 // the primary died first).
-                let check_at = (!self.is_primary())
-                    .then(|| tokio::time::Instant::now() + REPLICA_PERSIST_DELAY);
+                let check_at =
+                    (!primary).then(|| tokio::time::Instant::now() + REPLICA_PERSIST_DELAY);
                 self.enqueue(&tx, closed, charge, spec, check_at)
             }
             Some((closed, charge, None)) => {

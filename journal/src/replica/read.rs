@@ -65,10 +65,13 @@ impl Replica {
                 }
                 continue;
             }
+            // Nothing past the write head: a replica may hold committed bytes its primary
+            // has not confirmed yet.
             let max = match params.end_offset {
                 0 => READ_CHUNK,
                 end => READ_CHUNK.min((end - offset) as usize),
-            };
+            }
+            .min((head - offset) as usize);
             match self.locate(offset, max) {
                 Located::Memory { fragment, content } => {
                     if announced != Some((fragment.begin, fragment.end)) || params.metadata_only {

@@ -143,10 +143,13 @@ impl Replica {
                 }
             }
             drop(state);
-            self.inner.head.send_replace(commit.end);
+            // Readable once the primary confirms every member acknowledged it.
+            tracing::trace!(journal = %self.inner.name, end = commit.end, "commit applied");
             return ok;
         }
-        // The fragment as it is: a rollback of content sent, or an acknowledgement.
+        // The fragment as it is: a rollback of content sent, or the confirmation that
+        // every member acknowledged the committed content (the primary proposes only
+        // content it acknowledged).
         if proposal.begin == committed.begin
             && proposal.end == committed.end
             && proposal.sum == committed.sum
@@ -154,11 +157,15 @@ impl Replica {
             let mut state = self.lock_state();
             state.spool.rollback();
             state.registers = registers;
+            drop(state);
+            self.show_through(committed.end);
             return ok;
         }
-        // A roll: a new, empty fragment at or past this spool's end.
+        // A roll: a new, empty fragment at or past this spool's end. The primary rolls
+        // only past content every member acknowledged.
         if proposal.begin == proposal.end && proposal.begin >= committed.end {
             self.lock_state().spool.rollback();
+            self.show_through(committed.end);
             self.roll(&spec).await;
             let codec = CompressionCodec::try_from(proposal.compression_codec)
                 .unwrap_or(CompressionCodec::None);
@@ -169,13 +176,30 @@ impl Replica {
             state.registers = registers;
             drop(state);
             if proposal.begin > committed.end {
-                self.inner.head.send_replace(proposal.begin);
+                self.show_through(proposal.begin);
                 // The content in between is in other members' fragments: list it.
                 self.inner.refresh_now.notify_one();
             }
             return ok;
         }
+        if proposal.begin == proposal.end && proposal.begin < committed.end {
+            // A sync proposal behind this spool: the primary will continue at this spool's
+            // end, so its content is the journal's from now on, whatever happens to this
+            // stream (this replica must not cut it back if it stops before the next round).
+            self.show_through(committed.end);
+        }
         self.mismatch()
+    }
+
+    /// Moves the write head (what readers see) forward to `end`.
+    pub(super) fn show_through(&self, end: i64) {
+        self.inner.head.send_if_modified(|head| {
+            let moved = end > *head;
+            if moved {
+                *head = end;
+            }
+            moved
+        });
     }
 
     /// `PROPOSAL_MISMATCH`, with this spool's committed fragment and the registers.

@@ -1,0 +1,332 @@
+//! Three replicas of one journal in one process, wired by an in-process connector: what a
+//! replica holds, shows and uploads when its peers acknowledge or fail an append.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use folio_fragment_store::FragmentStore;
+use folio_fragment_store::list::list_fragments;
+use folio_journal::pipeline::{Connector, PEER_QUEUE, PeerStream, Topology};
+use folio_journal::{AppendChunk, AppendParams, Replica, ReplicaConfig};
+use folio_protocol::process_spec::Id as ProcessSpecId;
+use folio_protocol::{Header, JournalSpec, ReplicateRequest, Route, SpecsDocument};
+use futures::stream::{self, BoxStream, StreamExt};
+use tokio::sync::mpsc;
+
+fn spec(name: &str) -> JournalSpec {
+    let yaml = format!(
+        "journals:\n  - name: {name}\n    replication: 3\n    fragment: {{ length: 1MiB, compression_codec: NONE, refresh_interval: 1s }}\n"
+    );
+    SpecsDocument::from_yaml(&yaml)
+        .expect("valid spec")
+        .remove(0)
+}
+
+fn chunks(parts: &[&'static [u8]]) -> BoxStream<'static, Result<AppendChunk, String>> {
+    let mut items: Vec<Result<AppendChunk, String>> = parts
+        .iter()
+        .map(|p| Ok(AppendChunk::Content(Bytes::from_static(p))))
+        .collect();
+    items.push(Ok(AppendChunk::Commit));
+    Box::pin(stream::iter(items))
+}
+
+/// Reaches the other replicas of the test in process. The member in `fail_commit` (when
+/// armed) ends its stream instead of passing on the next commit proposal; the member in
+/// `cut_after_sync` ends each stream right after the first sync proposal on it.
+#[derive(Debug, Default)]
+struct LocalPeers {
+    replicas: Mutex<Vec<Replica>>,
+    fail_commit: Arc<Mutex<Option<usize>>>,
+    armed: Arc<AtomicBool>,
+    cut_after_sync: Arc<Mutex<Option<usize>>>,
+}
+
+#[async_trait]
+impl Connector for LocalPeers {
+    async fn open(
+        &self,
+        _journal: &str,
+        route: &Route,
+        member: usize,
+    ) -> Result<PeerStream, String> {
+        let replica = self.replicas.lock().expect("lock")[member].clone();
+        let failing = self.fail_commit.clone();
+        let (requests, mut outgoing) = mpsc::channel::<ReplicateRequest>(PEER_QUEUE);
+        let (responses_tx, responses) = mpsc::channel(PEER_QUEUE);
+        let (answers_tx, mut answers) = mpsc::channel(PEER_QUEUE);
+        let armed = self.armed.clone();
+        let cut = *self.cut_after_sync.lock().expect("lock") == Some(member);
+        let mut synced = false;
+        let route = route.clone();
+        let incoming = stream::poll_fn(move |cx| outgoing.poll_recv(cx))
+            .take_while(move |request| {
+                // The commit of an append: a proposal after content.
+                let commit =
+                    request.proposal.is_some() && request.acknowledge && request.header.is_none();
+                let fails =
+                    *failing.lock().expect("lock") == Some(member) && armed.load(Ordering::SeqCst);
+                let after_sync = cut && synced;
+                synced |= request.header.is_some();
+                std::future::ready(!(after_sync || fails && commit))
+            })
+            .map(Ok::<_, String>);
+        tokio::spawn(async move {
+            let _ = replica
+                .replicate(&route, Box::pin(incoming), answers_tx)
+                .await;
+        });
+        tokio::spawn(async move {
+            while let Some(answer) = answers.recv().await {
+                if responses_tx.send(Ok(answer)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(PeerStream {
+            requests,
+            responses,
+        })
+    }
+}
+
+fn member(suffix: &str) -> ProcessSpecId {
+    ProcessSpecId {
+        zone: "z".to_owned(),
+        suffix: suffix.to_owned(),
+    }
+}
+
+fn route(members: &[&str], primary: usize) -> Route {
+    Route {
+        members: members.iter().map(|m| member(m)).collect(),
+        primary: primary as i32,
+        endpoints: members.iter().map(|m| format!("local://{m}")).collect(),
+    }
+}
+
+fn topology(route: &Route, me: &str) -> Topology {
+    let me = route
+        .members
+        .iter()
+        .position(|m| m.suffix == me)
+        .expect("a member");
+    Topology {
+        route: route.clone(),
+        me,
+        header: Header {
+            process_id: Some(route.members[me].clone()),
+            route: Some(route.clone()),
+            etcd: None,
+        },
+    }
+}
+
+/// Waits until `replica`'s write head reaches `head`, for at most 5 s.
+async fn head_reaches(replica: &Replica, head: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while replica.write_head() != head {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "write head {} never reached {head}",
+            replica.write_head()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+struct Cluster {
+    peers: Arc<LocalPeers>,
+    replicas: Vec<Replica>,
+    store_url: String,
+}
+
+fn cluster(journal: &str) -> Cluster {
+    let store_url = format!("memory://{}/", folio_tests::unique_name("replication"));
+    let peers = Arc::new(LocalPeers::default());
+    let replicas: Vec<Replica> = ["p", "a", "b"]
+        .iter()
+        .map(|name| {
+            let mut config = ReplicaConfig::new(64 << 20);
+            config.connector = peers.clone();
+            let replica = Replica::start(
+                spec(journal),
+                vec![FragmentStore::open(&store_url).expect("store")],
+                config,
+            );
+            let route = route(&["p", "a", "b"], 0);
+            replica.set_topology(topology(&route, name));
+            replica
+        })
+        .collect();
+    *peers.replicas.lock().expect("lock") = replicas.clone();
+    Cluster {
+        peers,
+        replicas,
+        store_url,
+    }
+}
+
+/// Appends "one\n" (acknowledged by all), then `second`, which `b` fails after `a`
+/// committed it: the primary does not acknowledge it.
+async fn one_acked_one_failed(cluster: &Cluster, second: &'static [u8]) {
+    let [p, a, b] = &cluster.replicas[..] else {
+        unreachable!()
+    };
+    p.append(AppendParams::default(), chunks(&[b"one\n"]))
+        .await
+        .expect("first append");
+    head_reaches(a, 4).await;
+    head_reaches(b, 4).await;
+    *cluster.peers.fail_commit.lock().expect("lock") = Some(2);
+    cluster.peers.armed.store(true, Ordering::SeqCst);
+    let failed = p.append(AppendParams::default(), chunks(&[second])).await;
+    assert!(failed.is_err(), "an append one peer failed is refused");
+    assert_eq!(p.write_head(), 4);
+}
+
+/// A replica shows an append once its primary says every member acknowledged it.
+#[tokio::test]
+async fn replicas_show_an_append_once_every_member_acknowledged_it() {
+    let journal = "replication/acked";
+    let cluster = cluster(journal);
+    let [p, a, b] = &cluster.replicas[..] else {
+        unreachable!()
+    };
+    let out = p
+        .append(AppendParams::default(), chunks(&[b"one\n"]))
+        .await
+        .expect("append");
+    assert_eq!(out.commit.end, 4);
+    head_reaches(a, 4).await;
+    head_reaches(b, 4).await;
+}
+
+/// An append one member failed is never shown, nor uploaded, by a member that committed
+/// it and then left the route before the next sync: the primary later fills those offsets
+/// with other content.
+#[tokio::test]
+async fn a_replica_that_leaves_never_uploads_an_append_its_primary_did_not_acknowledge() {
+    let journal = "replication/unacked";
+    let cluster = cluster(journal);
+    let [p, a, _b] = &cluster.replicas[..] else {
+        unreachable!()
+    };
+    one_acked_one_failed(&cluster, b"lost\n").await;
+    // Give a confirmation (were one sent) time to arrive: `a` must not show the append.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        a.write_head(),
+        4,
+        "the unacknowledged append is not readable"
+    );
+
+    // `a` leaves the route and stops; its copy is uploaded.
+    let left = a.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(left, 0, "the stopping replica persisted its spool");
+    let store = FragmentStore::open(&cluster.store_url).expect("store");
+    let listed = list_fragments(&store, journal, &Default::default())
+        .await
+        .expect("list");
+    assert!(!listed.is_empty(), "the leaving replica uploaded its copy");
+    for fragment in &listed {
+        assert!(
+            fragment.end <= 4,
+            "a file holds offsets past the acknowledged end 4: [{}, {})",
+            fragment.begin,
+            fragment.end
+        );
+    }
+
+    // The primary goes on with `b` alone and fills those offsets with another append.
+    cluster.peers.armed.store(false, Ordering::SeqCst);
+    *cluster.peers.fail_commit.lock().expect("lock") = None;
+    let route = route(&["p", "b"], 0);
+    p.set_topology(topology(&route, "p"));
+    cluster.replicas[2].set_topology(topology(&route, "b"));
+    *cluster.peers.replicas.lock().expect("lock") =
+        vec![cluster.replicas[0].clone(), cluster.replicas[2].clone()];
+    let out = p
+        .append(AppendParams::default(), chunks(&[b"next\n"]))
+        .await
+        .expect("append after the failure");
+    assert_eq!((out.commit.begin, out.commit.end), (4, 9));
+}
+
+/// A member that committed an append its primary never confirmed (the primary died
+/// between the two) shows it once it is promoted and has synced the route: the largest
+/// offset any member holds wins.
+#[tokio::test]
+async fn a_promoted_replica_shows_what_it_holds_once_it_synced() {
+    let journal = "replication/promoted";
+    let cluster = cluster(journal);
+    let [_p, a, b] = &cluster.replicas[..] else {
+        unreachable!()
+    };
+    one_acked_one_failed(&cluster, b"held\n").await;
+    assert_eq!(a.write_head(), 4);
+
+    // The primary is gone; `a` is promoted over `a` and `b`.
+    cluster.peers.armed.store(false, Ordering::SeqCst);
+    let route = route(&["a", "b"], 0);
+    a.set_topology(topology(&route, "a"));
+    b.set_topology(topology(&route, "b"));
+    *cluster.peers.replicas.lock().expect("lock") = vec![a.clone(), b.clone()];
+    a.sync().await.expect("sync");
+    assert_eq!(a.write_head(), 9, "the promoted member shows what it held");
+    head_reaches(b, 9).await;
+    let out = a
+        .append(AppendParams::default(), chunks(&[b"more\n"]))
+        .await
+        .expect("append on the new primary");
+    assert_eq!((out.commit.begin, out.commit.end), (9, 14));
+}
+
+/// A member ahead of its primary at a sync (it committed an append the primary never
+/// confirmed) keeps that content when it stops right after answering: the primary goes on
+/// at its end, so the content is the journal's, and no offset is left without a file.
+#[tokio::test]
+async fn a_replica_that_answered_a_sync_from_ahead_keeps_what_it_held() {
+    let journal = "replication/ahead";
+    let cluster = cluster(journal);
+    let [p, a, b] = &cluster.replicas[..] else {
+        unreachable!()
+    };
+    one_acked_one_failed(&cluster, b"held\n").await;
+    cluster.peers.armed.store(false, Ordering::SeqCst);
+
+    // The next append syncs again: `a` answers from ahead (offset 9), then its stream is
+    // cut before the second round, and it stops.
+    *cluster.peers.cut_after_sync.lock().expect("lock") = Some(1);
+    assert!(
+        p.append(AppendParams::default(), chunks(&[b"next\n"]))
+            .await
+            .is_err(),
+        "the sync did not finish"
+    );
+    assert_eq!(a.shutdown(Duration::from_secs(10)).await, 0);
+    let store = FragmentStore::open(&cluster.store_url).expect("store");
+    let listed = list_fragments(&store, journal, &Default::default())
+        .await
+        .expect("list");
+    let reach = listed.iter().map(|f| f.end).max().unwrap_or(0);
+    assert_eq!(
+        reach, 9,
+        "the stopped member uploaded what the primary adopted: {listed:?}"
+    );
+
+    // The primary goes on with `b` at 9.
+    *cluster.peers.cut_after_sync.lock().expect("lock") = None;
+    let route = route(&["p", "b"], 0);
+    p.set_topology(topology(&route, "p"));
+    b.set_topology(topology(&route, "b"));
+    *cluster.peers.replicas.lock().expect("lock") = vec![p.clone(), b.clone()];
+    let out = p
+        .append(AppendParams::default(), chunks(&[b"next\n"]))
+        .await
+        .expect("append");
+    assert_eq!((out.commit.begin, out.commit.end), (9, 14));
+}
