@@ -59,6 +59,8 @@ pub struct Broker {
     /// Wakes the resolver (a pulse finished: its route can be advertised).
     wake: tokio::sync::Notify,
     exiting: AtomicBool,
+    /// See [`crate::BrokerConfig::single_broker`].
+    single_broker: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -97,6 +99,7 @@ impl Broker {
             pulsing: Mutex::new(std::collections::HashSet::new()),
             wake: tokio::sync::Notify::new(),
             exiting: AtomicBool::new(false),
+            single_broker: config.single_broker,
         }
     }
 
@@ -176,9 +179,20 @@ impl Broker {
     }
 
     /// Whether a spec named `journal` exists.
-    pub(crate) fn has_spec(&self, journal: &str) -> bool {
+    /// The members an append to `journal` needs in its route (its spec's replication; 1
+    /// for a single broker), or `None` when there is no such journal.
+    pub(crate) fn required_members(&self, journal: &str) -> Option<usize> {
         let (name, _) = folio_protocol::split_meta(journal);
-        self.view.get(&self.layout.spec_key(name)).is_some()
+        let kv = self.view.get(&self.layout.spec_key(name))?;
+        if self.single_broker {
+            return Some(1);
+        }
+        // A spec that does not decode was refused at apply; count it as replication 1.
+        let replication = self
+            .layout
+            .decode_spec(&kv)
+            .map_or(1, |e| e.spec.replication);
+        Some(usize::try_from(replication).unwrap_or(1).max(1))
     }
 
     pub(crate) fn is_exiting(&self) -> bool {

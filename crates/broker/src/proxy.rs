@@ -40,25 +40,54 @@ pub(crate) enum Routed {
     Answer(folio_protocol::Status, Header),
 }
 
+/// What a request needs of the journal's route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// An append: the primary, with a full route of this many members.
+    Append {
+        /// The journal's replication (see `Broker::required_members`).
+        members: usize,
+    },
+    /// A read or a fragment listing: the primary.
+    Read,
+}
+
+impl Purpose {
+    /// The status for a client that asked not to be proxied.
+    fn refusal(self) -> folio_protocol::Status {
+        match self {
+            Purpose::Append { .. } => folio_protocol::Status::NotJournalPrimaryBroker,
+            Purpose::Read => folio_protocol::Status::NotJournalBroker,
+        }
+    }
+}
+
 /// Decides where a request goes. `served` is whether this broker holds the journal's
-/// replica; `proxied` whether the request came from another broker; `refusal` is the
-/// status for a client that asked not to be proxied.
+/// replica; `purpose` is `None` when there is no such journal; `proxied` is whether the
+/// request came from another broker.
 pub(crate) fn target(
     route: &Route,
     me: &folio_protocol::process_spec::Id,
     served: bool,
-    has_spec: bool,
+    purpose: Option<Purpose>,
     do_not_proxy: bool,
     proxied: bool,
-    refusal: folio_protocol::Status,
 ) -> Target {
     use folio_protocol::Status;
-    if !has_spec {
+    let Some(purpose) = purpose else {
         return Target::Refuse(Status::JournalNotFound);
-    }
+    };
+    let refusal = purpose.refusal();
     let primary = usize::try_from(route.primary)
         .ok()
         .and_then(|i| Some((route.members.get(i)?, route.endpoints.get(i)?)));
+    if let (Purpose::Append { members }, Some(_)) = (purpose, primary) {
+        // Fewer brokers than its replication hold the journal: an append could not be
+        // acknowledged by as many as its spec asks.
+        if route.members.len() < members {
+            return Target::Refuse(Status::InsufficientJournalBrokers);
+        }
+    }
     match primary {
         Some((id, _)) if id == me => {
             if served {
@@ -153,16 +182,9 @@ mod tests {
 
     #[test]
     fn requests_go_to_the_primary_once() {
+        let append = Some(Purpose::Append { members: 2 });
         let t = |route: &Route, me: &str, served, do_not_proxy, proxied| {
-            target(
-                route,
-                &id(me),
-                served,
-                true,
-                do_not_proxy,
-                proxied,
-                Status::NotJournalPrimaryBroker,
-            )
+            target(route, &id(me), served, append, do_not_proxy, proxied)
         };
         assert!(matches!(
             t(&route(0), "a", true, false, false),
@@ -194,16 +216,37 @@ mod tests {
             "assigned but not started yet"
         );
         assert!(matches!(
-            target(
-                &route(0),
-                &id("a"),
-                true,
-                false,
-                false,
-                false,
-                Status::NotJournalPrimaryBroker
-            ),
+            target(&route(0), &id("a"), true, None, false, false),
             Target::Refuse(Status::JournalNotFound)
         ));
+        assert!(matches!(
+            target(&route(0), &id("b"), false, Some(Purpose::Read), true, false),
+            Target::Refuse(Status::NotJournalBroker)
+        ));
+    }
+
+    #[test]
+    fn appends_need_a_full_route_reads_do_not() {
+        let three = Some(Purpose::Append { members: 3 });
+        for me in ["a", "b"] {
+            assert!(
+                matches!(
+                    target(&route(0), &id(me), me == "a", three, false, false),
+                    Target::Refuse(Status::InsufficientJournalBrokers)
+                ),
+                "an append at {me} to a route of 2 of 3"
+            );
+        }
+        assert!(matches!(
+            target(&route(0), &id("a"), true, Some(Purpose::Read), false, false),
+            Target::Local
+        ));
+        assert!(
+            matches!(
+                target(&route(-1), &id("a"), false, three, false, false),
+                Target::Refuse(Status::NoJournalPrimaryBroker)
+            ),
+            "no primary at all is answered as such"
+        );
     }
 }

@@ -57,6 +57,11 @@ pub struct BrokerConfig {
     pub max_uploads: usize,
     /// Most journals the allocator assigns to this broker (replicas included).
     pub journal_limit: u32,
+    /// This broker is the only one its keyspace will ever have (the embedded keyspace):
+    /// every journal is served by it alone, whatever its spec's replication. Otherwise an
+    /// append to a journal whose route has fewer members than its replication is refused
+    /// with `INSUFFICIENT_JOURNAL_BROKERS`.
+    pub single_broker: bool,
 }
 
 impl Default for BrokerConfig {
@@ -75,6 +80,7 @@ impl Default for BrokerConfig {
             min_append_rate: MinAppendRate::default(),
             max_uploads: folio_journal::replica::DEFAULT_UPLOADS,
             journal_limit: DEFAULT_JOURNAL_LIMIT,
+            single_broker: false,
         }
     }
 }

@@ -23,7 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Streaming};
 
 use crate::broker::Broker;
-use crate::proxy::{self, Routed, Target};
+use crate::proxy::{self, Purpose, Routed, Target};
 use crate::status::{Outcome, invalid, invalid_field, journal_outcome, oversize_status};
 
 /// Default and largest `ListFragments` page.
@@ -73,7 +73,7 @@ impl JournalService {
         journal: &str,
         do_not_proxy: bool,
         proxy_header: Option<&folio_protocol::Header>,
-        refusal: Status,
+        append: bool,
     ) -> Result<Routed, tonic::Status> {
         let proxied = proxied_revision(proxy_header);
         if let Some(revision) = proxied {
@@ -81,14 +81,20 @@ impl JournalService {
         }
         let route = self.broker.route(journal);
         let replica = self.broker.replica(journal);
+        let purpose = self.broker.required_members(journal).map(|members| {
+            if append {
+                Purpose::Append { members }
+            } else {
+                Purpose::Read
+            }
+        });
         let target = proxy::target(
             &route,
             self.broker.id(),
             replica.is_some(),
-            self.broker.has_spec(journal),
+            purpose,
             do_not_proxy,
             proxied.is_some(),
-            refusal,
         );
         let header = self.broker.header(route);
         Ok(match (target, replica) {
@@ -347,7 +353,7 @@ impl Journal for JournalService {
                 &request.journal,
                 request.do_not_proxy,
                 request.header.as_ref(),
-                Status::NotJournalBroker,
+                false,
             )
             .await?;
         let (replica, header) = match routed {
@@ -469,7 +475,7 @@ impl Journal for JournalService {
                 &first.journal,
                 first.do_not_proxy,
                 first.header.as_ref(),
-                Status::NotJournalPrimaryBroker,
+                true,
             )
             .await?;
         let (replica, header) = match routed {
@@ -644,7 +650,7 @@ impl Journal for JournalService {
                 &request.journal,
                 request.do_not_proxy,
                 request.header.as_ref(),
-                Status::NotJournalBroker,
+                false,
             )
             .await?;
         let (replica, header) = match routed {

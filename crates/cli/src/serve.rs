@@ -140,6 +140,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         min_append_rate,
         max_uploads: usize::from(args.max_uploads),
         journal_limit: args.journal_limit,
+        single_broker: args.etcd.is_empty(),
     };
     let mode = if args.etcd.is_empty() {
         format!("embedded keyspace in {}", data_dir.display())
