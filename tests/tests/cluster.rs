@@ -38,10 +38,22 @@ fn start_cluster(n: usize) -> Cluster {
 }
 
 fn start_cluster_on(n: usize, etcd: &str) -> Cluster {
-    let etcd = etcd.to_owned();
     let s3 = S3Env::from_env().expect("S3 test environment");
     let prefix = unique_name("cl");
     let store_url = s3.store_url(&prefix);
+    start_cluster_with(n, etcd, &prefix, store_url, &[])
+}
+
+/// `n` brokers on `etcd` under keyspace prefix `/prefix`, persisting to `store_url`, with
+/// `extra` flags after the common ones.
+fn start_cluster_with(
+    n: usize,
+    etcd: &str,
+    prefix: &str,
+    store_url: String,
+    extra: &[&str],
+) -> Cluster {
+    let etcd = etcd.to_owned();
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().to_owned();
     let brokers = (0..n)
@@ -62,6 +74,10 @@ fn start_cluster_on(n: usize, etcd: &str) -> Cluster {
                 "--shutdown-grace".to_owned(),
                 "20s".to_owned(),
             ];
+            let args: Vec<String> = args
+                .into_iter()
+                .chain(extra.iter().map(|&a| a.to_owned()))
+                .collect();
             BrokerProcess::start(&root.join(format!("b{i}")), &args).expect("start broker")
         })
         .collect();
@@ -652,7 +668,10 @@ async fn a_rolling_restart_under_load_keeps_every_route_whole() {
     let deadline = Instant::now() + WAIT;
     for client in clients.iter_mut().flatten() {
         while route_of(client, &journal).await.members.len() < 3 {
-            assert!(Instant::now() < deadline, "a broker never saw the full route");
+            assert!(
+                Instant::now() < deadline,
+                "a broker never saw the full route"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -825,4 +844,134 @@ async fn appends_need_as_many_brokers_as_the_journals_replication() {
     let after = append_retrying(client, &journal, b"two\n").await;
     assert_eq!(after, 4, "the refused appends left nothing");
     assert_eq!(read_all(client, &journal, 8).await, b"one\ntwo\n");
+}
+
+/// Three brokers, replication 3, a bucket on an S3 server of the test's own, which is
+/// stopped for 30 s under a writer of 200 KB appends: appends go on while memory lasts,
+/// then fail with `FRAGMENT_STORE_UNHEALTHY` (never acknowledged beyond what the brokers
+/// can hold); once the server is back, appends succeed again, and every acknowledged
+/// append reads back through a broker and, after every broker stopped, from the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_outage_under_replication_fails_appends_cleanly_and_loses_nothing() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut s3 = folio_tests::S3Process::start(&root.path().join("s3")).expect("own S3");
+    let etcd = folio_tests::etcd_endpoint().expect("etcd test environment");
+    let prefix = unique_name("cl");
+    let store_url = s3.store_url(&prefix);
+    let extra = ["--memory-budget", "8MiB", "--budget-wait", "1s"];
+    let mut cluster = start_cluster_with(3, &etcd, &prefix, store_url, &extra);
+    let journal = "cluster/s3-outage/part-000".to_owned();
+    let mut clients = Vec::new();
+    for broker in &cluster.brokers {
+        clients.push(Some(broker.client().await.expect("broker answers")));
+    }
+    let spec = {
+        let yaml = format!(
+            "journals:\n  - name: {journal}\n    replication: 3\n    fragment: {{ length: 256KiB, compression_codec: NONE, refresh_interval: 1s }}\n"
+        );
+        SpecsDocument::from_yaml(&yaml).expect("spec").remove(0)
+    };
+    let response = clients[0]
+        .as_mut()
+        .expect("live")
+        .apply(ApplyRequest {
+            changes: vec![apply_request::Change {
+                expect_mod_revision: 0,
+                upsert: Some(spec),
+                delete: String::new(),
+            }],
+        })
+        .await
+        .expect("apply")
+        .into_inner();
+    assert_eq!(response.status(), Status::Ok);
+    full_route(&mut clients, &journal, 3).await;
+    let (_, primary) = full_route(&mut clients, &journal, 3).await;
+
+    let mut acked: Vec<(i64, Vec<u8>)> = Vec::new();
+    let before = b"before the outage\n".to_vec();
+    let client = clients[primary].as_mut().expect("live");
+    acked.push((append_retrying(client, &journal, &before).await, before));
+
+    s3.stop();
+    let stopped = Instant::now();
+    let record_of = |seq: u32| -> Vec<u8> {
+        format!("record {seq:06} ")
+            .into_bytes()
+            .into_iter()
+            .chain(std::iter::repeat_n(b'a' + (seq % 26) as u8, 200_000))
+            .chain(*b"\n")
+            .collect()
+    };
+    let mut seq = 0u32;
+    let refused = loop {
+        let record = record_of(seq);
+        let response = append(client, &journal, &record, false).await;
+        if response.status() != Status::Ok {
+            break response;
+        }
+        acked.push((response.commit.expect("a commit").begin, record));
+        seq += 1;
+        assert!(seq < 500, "appends never pushed back with the store down");
+    };
+    assert_eq!(
+        refused.status(),
+        Status::FragmentStoreUnhealthy,
+        "with the store down and memory spent: {refused:?}"
+    );
+    assert!(
+        !refused.store_health_error.is_empty(),
+        "the answer says why"
+    );
+    eprintln!(
+        "S3 down: {} appends acknowledged, then {} after {:.1} s",
+        acked.len() - 1,
+        refused.status().as_str_name(),
+        stopped.elapsed().as_secs_f64()
+    );
+    // Appends go on being refused the same way while the store stays down (one that still
+    // fits in memory is acknowledged, and must persist like the others).
+    let mut refusals = 1;
+    while stopped.elapsed() < Duration::from_secs(30) {
+        seq += 1;
+        let record = record_of(seq);
+        let response = append(client, &journal, &record, false).await;
+        match response.status() {
+            Status::Ok => acked.push((response.commit.expect("a commit").begin, record)),
+            status => {
+                assert_eq!(status, Status::FragmentStoreUnhealthy, "{response:?}");
+                refusals += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    eprintln!("{refusals} appends refused over the 30 s outage");
+
+    s3.resume().expect("S3 back");
+    let after = b"after the outage\n".to_vec();
+    acked.push((
+        append_retrying(client, &journal, &after).await,
+        after.clone(),
+    ));
+    let end = acked
+        .last()
+        .map(|(b, r)| b + r.len() as i64)
+        .expect("acked");
+    let check = |content: &[u8], source: &str| {
+        for (begin, record) in &acked {
+            let at = *begin as usize;
+            assert!(
+                content.get(at..at + record.len()) == Some(&record[..]),
+                "acknowledged record at {begin} does not read back from {source}"
+            );
+        }
+    };
+    check(&read_all(client, &journal, end).await, "a broker");
+    drop(clients);
+    let bucket = drain_and_read_bucket(&mut cluster, &journal).await;
+    check(&bucket, "the bucket");
+    assert!(
+        bucket.ends_with(&after),
+        "nothing after the last acknowledged append"
+    );
 }
