@@ -170,6 +170,26 @@ fn cluster(journal: &str) -> Cluster {
     }
 }
 
+/// Makes `members` (names and replicas, the primary first) the journal's route.
+fn reroute(cluster: &Cluster, members: &[(&str, &Replica)]) {
+    let names: Vec<&str> = members.iter().map(|(name, _)| *name).collect();
+    let route = route(&names, 0);
+    for (name, replica) in members {
+        replica.set_topology(topology(&route, name));
+    }
+    *cluster.peers.replicas.lock().expect("lock") =
+        members.iter().map(|(_, r)| (*r).clone()).collect();
+}
+
+/// Appends `data` at `replica` and checks the commit's span.
+async fn append_spanning(replica: &Replica, data: &'static [u8], span: (i64, i64)) {
+    let out = replica
+        .append(AppendParams::default(), chunks(&[data]))
+        .await
+        .expect("append");
+    assert_eq!((out.commit.begin, out.commit.end), span);
+}
+
 /// Appends "one\n" (acknowledged by all), then `second`, which `b` fails after `a`
 /// committed it: the primary does not acknowledge it.
 async fn one_acked_one_failed(cluster: &Cluster, second: &'static [u8]) {
@@ -244,16 +264,8 @@ async fn a_replica_that_leaves_never_uploads_an_append_its_primary_did_not_ackno
     // The primary goes on with `b` alone and fills those offsets with another append.
     cluster.peers.armed.store(false, Ordering::SeqCst);
     *cluster.peers.fail_commit.lock().expect("lock") = None;
-    let route = route(&["p", "b"], 0);
-    p.set_topology(topology(&route, "p"));
-    cluster.replicas[2].set_topology(topology(&route, "b"));
-    *cluster.peers.replicas.lock().expect("lock") =
-        vec![cluster.replicas[0].clone(), cluster.replicas[2].clone()];
-    let out = p
-        .append(AppendParams::default(), chunks(&[b"next\n"]))
-        .await
-        .expect("append after the failure");
-    assert_eq!((out.commit.begin, out.commit.end), (4, 9));
+    reroute(&cluster, &[("p", p), ("b", &cluster.replicas[2])]);
+    append_spanning(p, b"next\n", (4, 9)).await;
 }
 
 /// A member that committed an append its primary never confirmed (the primary died
@@ -271,18 +283,11 @@ async fn a_promoted_replica_shows_what_it_holds_once_it_synced() {
 
     // The primary is gone; `a` is promoted over `a` and `b`.
     cluster.peers.armed.store(false, Ordering::SeqCst);
-    let route = route(&["a", "b"], 0);
-    a.set_topology(topology(&route, "a"));
-    b.set_topology(topology(&route, "b"));
-    *cluster.peers.replicas.lock().expect("lock") = vec![a.clone(), b.clone()];
+    reroute(&cluster, &[("a", a), ("b", b)]);
     a.sync().await.expect("sync");
     assert_eq!(a.write_head(), 9, "the promoted member shows what it held");
     head_reaches(b, 9).await;
-    let out = a
-        .append(AppendParams::default(), chunks(&[b"more\n"]))
-        .await
-        .expect("append on the new primary");
-    assert_eq!((out.commit.begin, out.commit.end), (9, 14));
+    append_spanning(a, b"more\n", (9, 14)).await;
 }
 
 /// A member ahead of its primary at a sync (it committed an append the primary never
@@ -320,13 +325,6 @@ async fn a_replica_that_answered_a_sync_from_ahead_keeps_what_it_held() {
 
     // The primary goes on with `b` at 9.
     *cluster.peers.cut_after_sync.lock().expect("lock") = None;
-    let route = route(&["p", "b"], 0);
-    p.set_topology(topology(&route, "p"));
-    b.set_topology(topology(&route, "b"));
-    *cluster.peers.replicas.lock().expect("lock") = vec![p.clone(), b.clone()];
-    let out = p
-        .append(AppendParams::default(), chunks(&[b"next\n"]))
-        .await
-        .expect("append");
-    assert_eq!((out.commit.begin, out.commit.end), (9, 14));
+    reroute(&cluster, &[("p", p), ("b", b)]);
+    append_spanning(p, b"next\n", (9, 14)).await;
 }

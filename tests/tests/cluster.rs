@@ -975,3 +975,49 @@ async fn an_s3_outage_under_replication_fails_appends_cleanly_and_loses_nothing(
         "nothing after the last acknowledged append"
     );
 }
+
+/// Three brokers, replication 1: a Rust client with a route cache, whose default broker is
+/// not the journal's primary, learns the route from its first answer (proxied), then
+/// appends and reads straight at the primary: with the default broker killed, both still
+/// succeed at the first attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_dispatches_to_the_primary_it_learned() {
+    let mut cluster = start_cluster(3);
+    let journal = "cluster/dispatch/part-000".to_owned();
+    let mut clients = clients_with_journal(&cluster, &journal, 1).await;
+    let (_, primary) = full_route(&mut clients, &journal, 1).await;
+    let other = (primary + 1) % 3;
+    let default = folio_client::connect_lazy(&cluster.brokers[other].endpoint).expect("client");
+    let routes = folio_client::RouteCache::new();
+    let appender = folio_client::Appender::new(default.clone()).with_routes(routes.clone());
+    let options = folio_client::AppendOptions::default();
+    let first = appender
+        .append(&journal, &b"first\n"[..], &options)
+        .await
+        .expect("first append, proxied");
+    assert_eq!(first.commit.begin, 0);
+    let (learned, _) = routes.primary(&journal).expect("the route was learned");
+    assert_eq!(learned, cluster.brokers[primary].endpoint);
+
+    cluster.brokers[other].kill9().expect("kill -9");
+    let second = appender
+        .append(&journal, &b"second\n"[..], &options)
+        .await
+        .expect("second append, straight to the primary");
+    assert_eq!(
+        (second.commit.begin, second.attempts),
+        (6, 1),
+        "at once, without the default broker"
+    );
+    let read = folio_client::ReadOptions {
+        end_offset: 13,
+        ..Default::default()
+    };
+    let mut reader =
+        folio_client::Reader::with_routes(default, routes, &journal, read).expect("reader");
+    let mut content = Vec::new();
+    while let Some(chunk) = reader.next().await {
+        content.extend_from_slice(&chunk.expect("read straight from the primary").content);
+    }
+    assert_eq!(content, b"first\nsecond\n");
+}

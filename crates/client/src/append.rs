@@ -42,6 +42,7 @@ use tokio::time::Instant;
 use crate::connect::Client;
 use crate::error::is_retryable_code;
 use crate::retry::{Backoff, RetryPolicy};
+use crate::routes::RouteCache;
 use crate::{Error, Result};
 
 /// Largest content chunk sent in one `AppendRequest`: well under gRPC's default 4 MiB
@@ -106,6 +107,7 @@ pub struct Appender {
     retry: RetryPolicy,
     chunk_size: usize,
     replay_buffer: usize,
+    routes: Option<RouteCache>,
 }
 
 impl Appender {
@@ -117,7 +119,17 @@ impl Appender {
             retry: RetryPolicy::default(),
             chunk_size: MAX_CHUNK,
             replay_buffer: DEFAULT_REPLAY_BUFFER,
+            routes: None,
         }
+    }
+
+    /// Sends each append straight to its journal's primary once `routes` knows it (from
+    /// the headers of earlier answers), instead of through this appender's client (see
+    /// [`RouteCache`]).
+    #[must_use]
+    pub fn with_routes(mut self, routes: RouteCache) -> Self {
+        self.routes = Some(routes);
+        self
     }
 
     /// Uses `retry` for later appends.
@@ -265,7 +277,20 @@ impl Appender {
             ..AppendRequest::default()
         };
         let requests = request_stream(params, slot.clone(), state.clone(), self.chunk_size);
-        let result = self.client.clone().append(requests).await;
+        let dispatched = self.routes.as_ref().and_then(|r| r.primary(journal));
+        let mut client = match &dispatched {
+            Some((_, client)) => client.clone(),
+            None => self.client.clone(),
+        };
+        let result = client.append(requests).await;
+        if let Some(routes) = &self.routes {
+            match &result {
+                Ok(response) => routes.learn(journal, response.get_ref().header.as_ref()),
+                // The primary it was sent to may be gone: the next attempt asks the default.
+                Err(_) if dispatched.is_some() => routes.forget(journal),
+                Err(_) => {}
+            }
+        }
 
         // Taking the source out ends the request stream if gRPC still polls it, and waits
         // for a read in progress, so the next attempt has the source to itself.

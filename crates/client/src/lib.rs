@@ -14,6 +14,8 @@
 //! - **fragment listings** ([`list_fragments`]), all pages;
 //! - **bucket-only reads** ([`BucketReader`]): a journal straight from its fragment store
 //!   with no broker, with gaps reported, never skipped silently;
+//! - **dispatch to the primary** ([`RouteCache`]): routes learned from response headers,
+//!   so appends and reads go straight to a journal's primary instead of a proxy;
 //! - the client's [`Error`], with [`Error::is_retryable`], and [`RetryPolicy`].
 //!
 //! It must not know about broker internals (spools, pipelines, the fragment index of a
@@ -52,6 +54,7 @@
 //! - `read.rs`: [`Reader`] and its offset bookkeeping; `fragment_url.rs`: fetching and
 //!   decoding a `fragment_url`.
 //! - `fragments.rs`: [`list_fragments`]; `bucket.rs`: [`BucketReader`].
+//! - `routes.rs`: [`RouteCache`].
 
 pub mod append;
 pub mod bucket;
@@ -61,6 +64,7 @@ mod fragment_url;
 pub mod fragments;
 pub mod read;
 mod retry;
+pub mod routes;
 
 pub use append::{AppendOptions, Appended, Appender};
 pub use bucket::{BucketReadOptions, BucketReader, GapPolicy};
@@ -71,3 +75,4 @@ pub use folio_protocol::{Fragment, LabelSelector, LabelSet, PathPostfixTemplate,
 pub use fragments::{FragmentsFilter, list_fragments};
 pub use read::{ReadChunk, ReadOptions, Reader};
 pub use retry::RetryPolicy;
+pub use routes::RouteCache;

@@ -44,6 +44,7 @@ use tokio_util::io::StreamReader;
 use crate::connect::Client;
 use crate::fragment_url::{self, FragmentFetch};
 use crate::retry::{Backoff, RetryPolicy};
+use crate::routes::RouteCache;
 use crate::{Error, Result};
 
 /// Content of a journal: `content` is the journal's bytes `[offset, offset + len)`.
@@ -136,11 +137,34 @@ impl Reader {
     /// A reader of `journal` (`name` or `name;suffix`) through `client`. Nothing is sent
     /// until the stream is polled.
     pub fn new(client: Client, journal: &str, options: ReadOptions) -> Result<Self> {
+        Self::start(client, None, journal, options)
+    }
+
+    /// Like [`Reader::new`], but each read (the first, and each resumption) goes straight
+    /// to the journal's primary once `routes` knows it (see [`RouteCache`]); `client` is
+    /// used until then.
+    pub fn with_routes(
+        client: Client,
+        routes: RouteCache,
+        journal: &str,
+        options: ReadOptions,
+    ) -> Result<Self> {
+        Self::start(client, Some(routes), journal, options)
+    }
+
+    fn start(
+        client: Client,
+        routes: Option<RouteCache>,
+        journal: &str,
+        options: ReadOptions,
+    ) -> Result<Self> {
         Error::check_journal(journal)?;
         options.validate()?;
         let progress = Arc::new(Progress::new(options.offset));
         let state = ReadState {
             client,
+            routes,
+            dispatched: false,
             http: None,
             journal: journal.to_owned(),
             position: Position::new(options.offset, options.end_offset),
@@ -331,6 +355,9 @@ enum Step {
 
 struct ReadState {
     client: Client,
+    routes: Option<RouteCache>,
+    /// Whether the current broker read went by a cached route.
+    dispatched: bool,
     /// Built on the first `fragment_url`, so broker-only readers never need it.
     http: Option<reqwest::Client>,
     journal: String,
@@ -368,7 +395,10 @@ impl ReadState {
                         self.on_response(response).await
                     }
                     Ok(None) => self.on_broker_eof(),
-                    Err(status) => Step::Fail(Error::rpc("read", &self.journal, status)),
+                    Err(status) => {
+                        self.forget_route();
+                        Step::Fail(Error::rpc("read", &self.journal, status))
+                    }
                 },
                 Source::Fragment(mut fetch) => match fetch.next().await {
                     Some(Ok(content)) => {
@@ -417,10 +447,32 @@ impl ReadState {
             begin_mod_time: self.options.begin_mod_time,
             ..ReadRequest::default()
         };
-        Ok(self.client.read(request).await?.into_inner())
+        let dispatched = self.routes.as_ref().and_then(|r| r.primary(&self.journal));
+        self.dispatched = dispatched.is_some();
+        let mut client = match dispatched {
+            Some((_, client)) => client,
+            None => self.client.clone(),
+        };
+        match client.read(request).await {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) => {
+                self.forget_route();
+                Err(status)
+            }
+        }
+    }
+
+    /// A broker read that went by a cached route failed: the primary may be gone.
+    fn forget_route(&mut self) {
+        if let (Some(routes), true) = (&self.routes, self.dispatched) {
+            routes.forget(&self.journal);
+        }
     }
 
     async fn on_response(&mut self, response: ReadResponse) -> Step {
+        if let (Some(routes), Some(header)) = (&self.routes, response.header.as_ref()) {
+            routes.learn(&self.journal, Some(header));
+        }
         // Content responses leave `write_head` unset (0); metadata responses carry it,
         // and so does OFFSET_NOT_YET_AVAILABLE, where 0 is a real head (an empty journal).
         let not_yet = response.status == Status::OffsetNotYetAvailable as i32;

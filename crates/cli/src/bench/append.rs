@@ -2,6 +2,10 @@
 //! against the gRPC ceiling and NATS JetStream, each driven by the same load.
 //!
 //! Per run, in this order, each with fresh journals (subjects):
+//! 0. with `--replication` R > 1 only, **grpc relay chain to R-1 sinks (baseline)**: the
+//!    same RPCs into a sink that forwards every message to R-1 more sink processes as it
+//!    arrives and answers once they all answered: what replicating costs on this stack
+//!    with nothing else done. It is the ratios' baseline then (its CPU is the relay's);
 //! 1. **grpc sink (baseline)**: the same append RPCs into `folio bench grpc-sink-server`,
 //!    a separate process that discards them (see `sink.rs`);
 //! 2. **folio broker**: appends to journals created by `Apply`, persisted with `--codec`;
@@ -11,7 +15,7 @@
 //! Reported per subject (medians over runs): MB/s and appends/s acknowledged, ack latency
 //! p50 / p99 / p99.9 (from just before the RPC is sent to its response), and the CPU
 //! seconds per GB acknowledged of the server process and of this client process. The
-//! ratio is MB/s over the sink's. `--rate` turns it into a steady-rate latency test.
+//! ratio is MB/s over the first subject's. `--rate` turns it into a steady-rate latency test.
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -89,12 +93,32 @@ pub async fn run(args: AppendArgs) -> Result<()> {
         false => Some(NatsServer::start(payload.len()).await?),
     };
     let sink = SinkProcess::start().await?;
+    // With replication R > 1, the bound on replicating over this stack: a sink relaying
+    // every message to R - 1 more sinks before it answers. It is the ratios' baseline then.
+    let mut relay_sinks = Vec::new();
+    for _ in 1..args.broker.replication {
+        relay_sinks.push(SinkProcess::start().await?);
+    }
+    let relay = match relay_sinks.is_empty() {
+        true => None,
+        false => {
+            let downstream: Vec<String> = relay_sinks.iter().map(|s| s.endpoint.clone()).collect();
+            Some(SinkProcess::start_relaying(&downstream).await?)
+        }
+    };
     let mut broker = Broker::start(&args.broker).await?;
 
     let mut subjects: Vec<(String, Vec<RunMetrics>)> = vec![
         (SINK.to_owned(), Vec::new()),
         (BROKER.to_owned(), Vec::new()),
     ];
+    if relay.is_some() {
+        subjects.insert(0, (relay_name(args.broker.replication), Vec::new()));
+    }
+    let (sink_at, broker_at) = match relay {
+        Some(_) => (1, 2),
+        None => (0, 1),
+    };
     if nats.is_some() {
         subjects.push((NATS.to_owned(), Vec::new()));
     }
@@ -104,8 +128,16 @@ pub async fn run(args: AppendArgs) -> Result<()> {
             .map(|j| format!("bench/append/{id}/r{run}/j{j}"))
             .collect();
 
+        if let Some(relay) = &relay {
+            let senders = grpc_senders(&relay.endpoint, &args.load, &journals, &payload).await?;
+            subjects[0].1.push(
+                measure(&args.load, senders, relay.pid())
+                    .await
+                    .context("the gRPC relay chain")?,
+            );
+        }
         let senders = grpc_senders(&sink.endpoint, &args.load, &journals, &payload).await?;
-        subjects[0].1.push(
+        subjects[sink_at].1.push(
             measure(&args.load, senders, sink.pid())
                 .await
                 .context("the gRPC sink")?,
@@ -126,7 +158,7 @@ pub async fn run(args: AppendArgs) -> Result<()> {
         let senders = grpc_senders(&broker.endpoint, &args.load, &journals, &payload).await?;
         let measured = measure(&args.load, senders, broker.pid).await;
         broker.check_running()?;
-        subjects[1].1.push(measured.context("the broker")?);
+        subjects[broker_at].1.push(measured.context("the broker")?);
 
         if let Some(nats) = &nats {
             let stream = format!("BENCH_{}_{run}", id.replace('-', "_"));
@@ -137,7 +169,9 @@ pub async fn run(args: AppendArgs) -> Result<()> {
                 .collect();
             let senders = nats.senders(&args.load, &subjects_of_run, &payload).await?;
             let measured = measure(&args.load, senders, nats.pid()).await;
-            subjects[2].1.push(measured.context("NATS JetStream")?);
+            subjects[broker_at + 1]
+                .1
+                .push(measured.context("NATS JetStream")?);
             nats.delete_stream(&stream).await?;
         }
     }
@@ -165,11 +199,22 @@ pub async fn run(args: AppendArgs) -> Result<()> {
     })?;
 
     sink.stop().await;
+    if let Some(relay) = relay {
+        relay.stop().await;
+    }
+    for downstream in relay_sinks {
+        downstream.stop().await;
+    }
     broker.stop().await;
     if let Some(nats) = nats {
         nats.stop().await;
     }
     Ok(())
+}
+
+/// The relay chain's row: "grpc relay chain to 2 sinks (baseline)" for replication 3.
+fn relay_name(replication: u32) -> String {
+    format!("grpc relay chain to {} sinks (baseline)", replication - 1)
 }
 
 /// Drives one load and turns it into a run's metrics, with the CPU time of the server

@@ -20,6 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use clap::Args;
+use folio_protocol::journal_client::JournalClient;
 use folio_protocol::journal_server::{Journal, JournalServer};
 use folio_protocol::{
     AppendRequest, AppendResponse, ApplyRequest, ApplyResponse, Fragment,
@@ -29,6 +30,7 @@ use folio_protocol::{
 };
 use futures::Stream;
 use tokio::sync::broadcast;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Streaming};
 
 use super::process::{ServerProcess, free_port};
@@ -40,11 +42,34 @@ pub struct SinkServerArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
+    /// Relay every append to these sinks (comma-separated endpoints): each message is
+    /// forwarded as it arrives, and the append is answered once every one of them answered.
+    /// The bound on replication over the same gRPC stack: a primary that does nothing else.
+    #[arg(long, value_delimiter = ',')]
+    pub relay_to: Vec<String>,
 }
 
 /// Serves the sink until SIGINT or SIGTERM.
 pub async fn serve(args: SinkServerArgs) -> Result<()> {
-    let service = JournalServer::new(Sink::default())
+    let mut downstream = Vec::new();
+    for endpoint in &args.relay_to {
+        let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
+            .with_context(|| format!("--relay-to: {endpoint:?} is not a URL"))?
+            .tcp_nodelay(true)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .connect_lazy();
+        downstream.push(
+            JournalClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        );
+    }
+    let sink = Sink {
+        downstream,
+        ..Sink::default()
+    };
+    let service = JournalServer::new(sink)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     eprintln!("grpc sink: serving on {}", args.listen);
@@ -79,6 +104,8 @@ const RELAY_CAPACITY: usize = 4096;
 #[derive(Debug, Default)]
 struct Sink {
     journals: Mutex<HashMap<String, Arc<SinkJournal>>>,
+    /// Sinks every append is relayed to (none: a plain sink).
+    downstream: Vec<JournalClient<Channel>>,
 }
 
 #[derive(Debug)]
@@ -195,6 +222,9 @@ impl Journal for Sink {
             .message()
             .await?
             .ok_or_else(|| tonic::Status::invalid_argument("empty append stream"))?;
+        if !self.downstream.is_empty() {
+            return self.relay(first, stream).await;
+        }
         let journal = self.journal(&first.journal);
         // Content is kept only while someone reads; otherwise this is a pure sink.
         let relaying = journal.relay.receiver_count() > 0;
@@ -269,6 +299,71 @@ impl Journal for Sink {
     }
 }
 
+impl Sink {
+    /// Relays one append to every downstream sink, message by message as they arrive, and
+    /// answers with the first one's commit once all of them answered OK.
+    async fn relay(
+        &self,
+        first: AppendRequest,
+        mut stream: Streaming<AppendRequest>,
+    ) -> Result<Response<AppendResponse>, tonic::Status> {
+        let mut senders = Vec::new();
+        let mut calls = Vec::new();
+        for client in &self.downstream {
+            let (tx, rx) = tokio::sync::mpsc::channel(RELAY_QUEUE);
+            let mut client = client.clone();
+            calls.push(tokio::spawn(async move {
+                client
+                    .append(tokio_stream::wrappers::ReceiverStream::new(rx))
+                    .await
+            }));
+            senders.push(tx);
+        }
+        let forward = |request: AppendRequest| {
+            let senders = &senders;
+            async move {
+                for tx in senders {
+                    tx.send(request.clone())
+                        .await
+                        .map_err(|_| tonic::Status::unavailable("a relayed append ended early"))?;
+                }
+                Ok::<_, tonic::Status>(())
+            }
+        };
+        forward(first).await?;
+        let mut committed = false;
+        while let Some(request) = stream.message().await? {
+            // The client's commit: an empty content message after the first.
+            committed = request.content.is_empty();
+            forward(request).await?;
+            if committed {
+                break;
+            }
+        }
+        if !committed {
+            return Err(tonic::Status::aborted(
+                "the append stream ended without its commit chunk",
+            ));
+        }
+        drop(senders);
+        let mut answer = None;
+        for call in calls {
+            let response = call
+                .await
+                .map_err(|e| tonic::Status::internal(format!("relay task: {e}")))??
+                .into_inner();
+            if response.status() != Status::Ok {
+                return Ok(Response::new(response));
+            }
+            answer.get_or_insert(response);
+        }
+        Ok(Response::new(answer.unwrap_or_default()))
+    }
+}
+
+/// Messages queued to each downstream sink of a relay.
+const RELAY_QUEUE: usize = 64;
+
 /// A `folio bench grpc-sink-server` process the bench started.
 #[derive(Debug)]
 pub struct SinkProcess {
@@ -281,6 +376,12 @@ pub struct SinkProcess {
 impl SinkProcess {
     /// Starts the sink (this executable) on a free port and waits for it to listen.
     pub async fn start() -> Result<Self> {
+        Self::start_relaying(&[]).await
+    }
+
+    /// Starts a sink that relays every append to the sinks at `downstream` (see
+    /// [`SinkServerArgs::relay_to`]); a plain sink when it is empty.
+    pub async fn start_relaying(downstream: &[String]) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("folio-bench-sink.")
             .tempdir()
@@ -291,6 +392,9 @@ impl SinkProcess {
         command
             .args(["bench", "grpc-sink-server", "--listen"])
             .arg(format!("127.0.0.1:{port}"));
+        if !downstream.is_empty() {
+            command.arg("--relay-to").arg(downstream.join(","));
+        }
         let log = dir.path().join("sink.log");
         let mut process = ServerProcess::spawn("the gRPC sink", command, &log, "")?;
         process.wait_for_port(port, Duration::from_secs(30)).await?;
