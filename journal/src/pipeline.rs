@@ -14,18 +14,22 @@
 //!    offset relative to the fragment's committed end).
 //! 3. **Commit**: a proposal of the fragment extended by the append (new end and SHA-1)
 //!    with the journal's registers, `acknowledge: true`. The primary acknowledges its client
-//!    only after every peer answered `OK`; its own bytes become readable only then.
-//! 4. **Confirm**: once every peer answered, the primary commits, proposes its committed
-//!    fragment as it now is (`acknowledge: false`), and acknowledges its client. A peer
-//!    shows committed bytes to readers only once confirmed (or once a roll or a sync moves
-//!    past them), and when its spool closes for any other reason (it left the route, it
-//!    stops) it keeps only the confirmed content: the rest was never acknowledged.
+//!    only after every peer answered `OK`; its own bytes become readable only then. Appends
+//!    are pipelined: the next append streams as soon as this proposal is sent, and the
+//!    answers are read in proposal order by the pipeline's answer task.
+//! 4. **Confirm**: once every peer answered, the primary sends the fragment as it was at
+//!    that commit (`acknowledge: false`: a prefix of what later appends extend it to) and
+//!    acknowledges its client. A peer shows committed bytes to readers only once confirmed
+//!    (or once a roll or a sync moves past them), and when its spool closes for any other
+//!    reason (it left the route, it stops) it keeps only the confirmed content: the rest
+//!    was never acknowledged.
 //! 5. **Roll**: only the primary decides rolls (fragment length, flush interval, codec,
 //!    memory pressure): a proposal of an empty fragment at the current end.
 //!
 //! A peer whose stream ends with an append half-sent drops that append's content. A
 //! failed or aborted append tears the pipeline down (its peers roll back as their streams
-//! end), and the next append syncs a new one. A one-member route has no peers: every
+//! end); appends pipelined behind a failed one fail too, the primary cuts its spool back
+//! to where the first failed one began, and the next append syncs a new pipeline. A one-member route has no peers: every
 //! step is free.
 
 use std::fmt;
@@ -35,7 +39,7 @@ use bytes::Bytes;
 use folio_protocol::{
     Fragment, Header, LabelSet, ReplicateRequest, ReplicateResponse, Route, Status,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{Error, Result};
 
@@ -103,15 +107,46 @@ impl Topology {
 
 struct Peer {
     name: String,
-    stream: PeerStream,
+    requests: mpsc::Sender<ReplicateRequest>,
+}
+
+/// Every peer's answer to one proposal: `None` when all answered `OK`, else the first
+/// `PROPOSAL_MISMATCH` answer's fragment and registers (the one reaching furthest).
+pub type Answers = Result<Option<(Fragment, LabelSet)>>;
+
+/// What runs once every peer answered a proposal (or one failed), in proposal order.
+pub type OnAnswered = Box<dyn FnOnce(&Answers) + Send>;
+
+/// One proposal whose answers the answer task reads.
+struct Expected {
+    /// Sent to every peer once all answered `OK` (a confirmation of a commit).
+    confirm: Option<ReplicateRequest>,
+    on_answered: OnAnswered,
+    reply: oneshot::Sender<Answers>,
+}
+
+/// The answer task's side of a pipeline: proposals sent and not answered yet, in order.
+struct Answering {
+    expected: mpsc::UnboundedSender<Expected>,
+    /// Proposals the answer task has finished with.
+    answered: watch::Receiver<u64>,
+    /// Proposals handed to the answer task.
+    sent: u64,
 }
 
 /// The pipeline of one journal's appends: its peers' streams for one route.
+///
+/// Proposals go out in order on every peer's stream; a task of the pipeline reads the
+/// peers' answers in the same order, so the primary need not wait for one append's
+/// answers before streaming the next (see [`Pipeline::expect`]). After one proposal
+/// fails, every later one fails without waiting (the pipeline is torn down and synced
+/// again).
 #[derive(Default)]
 pub struct Pipeline {
     /// The route the peers were synced for; `None` until synced.
     route: Option<Route>,
     peers: Vec<Peer>,
+    answering: Option<Answering>,
 }
 
 impl fmt::Debug for Pipeline {
@@ -122,6 +157,7 @@ impl fmt::Debug for Pipeline {
                 "peers",
                 &self.peers.iter().map(|p| &p.name).collect::<Vec<_>>(),
             )
+            .field("in_flight", &self.in_flight())
             .finish()
     }
 }
@@ -142,10 +178,12 @@ impl Pipeline {
         !self.peers.is_empty()
     }
 
-    /// Drops every peer stream (their peers roll back any half-sent append).
+    /// Drops every peer stream (their peers roll back any half-sent append). Callers
+    /// [`drain`](Self::drain) first: answers still expected are failed.
     pub fn tear_down(&mut self) {
         self.route = None;
         self.peers.clear();
+        self.answering = None;
     }
 
     /// Opens streams to every other member of `topology`'s route. The pipeline is not
@@ -157,6 +195,7 @@ impl Pipeline {
         connector: &dyn Connector,
     ) -> Result<()> {
         self.tear_down();
+        let mut answers = Vec::new();
         for member in 0..topology.route.members.len() {
             if member == topology.me {
                 continue;
@@ -167,20 +206,40 @@ impl Pipeline {
                 .open(journal, &topology.route, member)
                 .await
                 .map_err(|e| Error::Replication(format!("opening a stream to {name}: {e}")))?;
-            self.peers.push(Peer { name, stream });
+            answers.push((name.clone(), stream.responses));
+            self.peers.push(Peer {
+                name,
+                requests: stream.requests,
+            });
         }
+        let (expected, queue) = mpsc::unbounded_channel();
+        let (answered_tx, answered) = watch::channel(0);
+        let confirm_to: Vec<Peer> = self
+            .peers
+            .iter()
+            .map(|p| Peer {
+                name: p.name.clone(),
+                requests: p.requests.clone(),
+            })
+            .collect();
+        tokio::spawn(answer_in_order(answers, confirm_to, queue, answered_tx));
+        self.answering = Some(Answering {
+            expected,
+            answered,
+            sent: 0,
+        });
         Ok(())
     }
 
-    /// Proposes `proposal` (with `registers`) to every peer and waits for each answer.
-    /// Returns the first `PROPOSAL_MISMATCH` answer's fragment and registers, if any. The
+    /// Sends `proposal` (with `registers`) to every peer; `acknowledge` asks for their
+    /// answers, which [`expect`](Self::expect) must then be called for, in order. The
     /// first message on a new stream carries `header`.
-    pub async fn propose(
+    pub async fn send_proposal(
         &mut self,
         header: Option<&Header>,
         proposal: &Fragment,
         registers: &LabelSet,
-    ) -> Result<Option<(Fragment, LabelSet)>> {
+    ) -> Result<()> {
         let request = ReplicateRequest {
             header: header.cloned(),
             proposal: Some(proposal.clone()),
@@ -189,65 +248,89 @@ impl Pipeline {
             ..Default::default()
         };
         for peer in &self.peers {
-            peer.stream
-                .requests
-                .send(request.clone())
-                .await
-                .map_err(|_| Error::Replication(format!("the stream to {} closed", peer.name)))?;
+            send(peer, request.clone()).await?;
         }
-        let mut mismatch = None;
-        for peer in &mut self.peers {
-            let response = match peer.stream.responses.recv().await {
-                Some(Ok(response)) => response,
-                Some(Err(err)) => {
-                    return Err(Error::Replication(format!("{}: {err}", peer.name)));
-                }
-                None => {
-                    return Err(Error::Replication(format!(
-                        "the stream to {} ended",
-                        peer.name
-                    )));
-                }
-            };
-            match response.status() {
-                Status::Ok => {}
-                Status::ProposalMismatch => {
-                    let fragment = response.fragment.unwrap_or_default();
-                    let registers = response.registers.unwrap_or_default();
-                    if mismatch
-                        .as_ref()
-                        .is_none_or(|(f, _): &(Fragment, LabelSet)| fragment.end > f.end)
-                    {
-                        mismatch = Some((fragment, registers));
-                    }
-                }
-                other => {
-                    return Err(Error::Replication(format!(
-                        "{} answered {} to a proposal of [{}, {})",
-                        peer.name,
-                        other.as_str_name(),
-                        proposal.begin,
-                        proposal.end
-                    )));
-                }
-            }
-        }
-        Ok(mismatch)
+        Ok(())
     }
 
-    /// Tells every peer that every member acknowledged `committed` (the primary's whole
-    /// committed fragment), so they show it to readers. Never waits: returns false when a
-    /// peer's stream is closed or full.
-    pub fn confirm(&self, committed: &Fragment, registers: &LabelSet) -> bool {
-        let request = ReplicateRequest {
-            proposal: Some(committed.clone()),
-            registers: Some(registers.clone()),
-            acknowledge: false,
-            ..Default::default()
+    /// Expects every peer's answer to the proposal sent last. Once they are in (after
+    /// those of every earlier proposal), `on_answered` runs, then, if all were `OK`,
+    /// `confirm` goes to every peer, and the answers resolve the returned receiver. Both
+    /// happen whether or not the receiver is still awaited.
+    pub fn expect(
+        &mut self,
+        confirm: Option<ReplicateRequest>,
+        on_answered: OnAnswered,
+    ) -> oneshot::Receiver<Answers> {
+        let (reply, answers) = oneshot::channel();
+        let expected = Expected {
+            confirm,
+            on_answered,
+            reply,
         };
-        self.peers
-            .iter()
-            .all(|peer| peer.stream.requests.try_send(request.clone()).is_ok())
+        match self.answering.as_mut() {
+            Some(answering) => {
+                answering.sent += 1;
+                if let Err(refused) = answering.expected.send(expected) {
+                    let expected = refused.0;
+                    let failed: Answers = Err(Error::Replication(
+                        "the pipeline's answer task ended".to_owned(),
+                    ));
+                    (expected.on_answered)(&failed);
+                    let _ = expected.reply.send(failed);
+                }
+            }
+            None => {
+                // No peers: nothing to wait for.
+                let answers: Answers = Ok(None);
+                (expected.on_answered)(&answers);
+                let _ = expected.reply.send(answers);
+            }
+        }
+        answers
+    }
+
+    /// Proposes `proposal` (with `registers`) to every peer and waits for each answer (and
+    /// those of every proposal before it). The first message on a new stream carries
+    /// `header`.
+    pub async fn propose(
+        &mut self,
+        header: Option<&Header>,
+        proposal: &Fragment,
+        registers: &LabelSet,
+    ) -> Answers {
+        self.send_proposal(header, proposal, registers).await?;
+        let answers = self.expect(None, Box::new(|_| {}));
+        answers.await.unwrap_or_else(|_| {
+            Err(Error::Replication(
+                "the pipeline's answer task ended".to_owned(),
+            ))
+        })
+    }
+
+    /// Proposals whose answers are not in yet.
+    pub fn in_flight(&self) -> u64 {
+        self.answering
+            .as_ref()
+            .map_or(0, |a| a.sent.saturating_sub(*a.answered.borrow()))
+    }
+
+    /// Waits until at most `limit` proposals await their answers (0: all are in).
+    pub async fn settle(&mut self, limit: u64) {
+        let Some(answering) = self.answering.as_mut() else {
+            return;
+        };
+        let sent = answering.sent;
+        // The task only ends when the pipeline drops its queue, so this returns.
+        let _ = answering
+            .answered
+            .wait_for(|answered| sent.saturating_sub(*answered) <= limit)
+            .await;
+    }
+
+    /// Waits until every proposal sent has its answers.
+    pub async fn drain(&mut self) {
+        self.settle(0).await;
     }
 
     /// Marks the pipeline synced for `route`.
@@ -270,10 +353,102 @@ impl Pipeline {
     }
 }
 
+/// The answer task: reads every peer's answer to each expected proposal, in order. After
+/// one fails, every later one fails at once.
+async fn answer_in_order(
+    mut answers: Vec<(
+        String,
+        mpsc::Receiver<std::result::Result<ReplicateResponse, String>>,
+    )>,
+    confirm_to: Vec<Peer>,
+    mut queue: mpsc::UnboundedReceiver<Expected>,
+    answered: watch::Sender<u64>,
+) {
+    let mut failed: Option<String> = None;
+    while let Some(expected) = queue.recv().await {
+        let result = match &failed {
+            Some(why) => Err(Error::Replication(format!(
+                "an earlier proposal failed: {why}"
+            ))),
+            None => read_answers(&mut answers).await,
+        };
+        match &result {
+            Err(err) => {
+                failed.get_or_insert_with(|| err.to_string());
+            }
+            // A commit must be taken by every peer: the next append builds on it.
+            Ok(Some((fragment, _))) if expected.confirm.is_some() => {
+                failed.get_or_insert_with(|| {
+                    format!(
+                        "a peer refused a commit: its fragment is [{}, {})",
+                        fragment.begin, fragment.end
+                    )
+                });
+            }
+            Ok(_) => {}
+        }
+        (expected.on_answered)(&result);
+        if let (Ok(None), Some(confirm)) = (&result, expected.confirm) {
+            for peer in &confirm_to {
+                // A peer that cannot take it now is synced again later.
+                if peer.requests.try_send(confirm.clone()).is_err() {
+                    tracing::debug!(peer = %peer.name, "confirmation not sent");
+                }
+            }
+        }
+        let _ = expected.reply.send(result);
+        answered.send_modify(|n| *n += 1);
+    }
+}
+
+/// One answer from each peer, each within [`PEER_TIMEOUT`].
+async fn read_answers(
+    answers: &mut [(
+        String,
+        mpsc::Receiver<std::result::Result<ReplicateResponse, String>>,
+    )],
+) -> Answers {
+    let mut mismatch = None;
+    for (name, responses) in answers.iter_mut() {
+        let response = match tokio::time::timeout(PEER_TIMEOUT, responses.recv()).await {
+            Ok(Some(Ok(response))) => response,
+            Ok(Some(Err(err))) => return Err(Error::Replication(format!("{name}: {err}"))),
+            Ok(None) => {
+                return Err(Error::Replication(format!("the stream to {name} ended")));
+            }
+            Err(_) => {
+                return Err(Error::Replication(format!(
+                    "{name} answered no proposal for {PEER_TIMEOUT:?}"
+                )));
+            }
+        };
+        match response.status() {
+            Status::Ok => {}
+            Status::ProposalMismatch => {
+                let fragment = response.fragment.unwrap_or_default();
+                let registers = response.registers.unwrap_or_default();
+                if mismatch
+                    .as_ref()
+                    .is_none_or(|(f, _): &(Fragment, LabelSet)| fragment.end > f.end)
+                {
+                    mismatch = Some((fragment, registers));
+                }
+            }
+            other => {
+                return Err(Error::Replication(format!(
+                    "{name} answered {}",
+                    other.as_str_name()
+                )));
+            }
+        }
+    }
+    Ok(mismatch)
+}
+
 /// Sends one message to a peer, failing when its stream closed or it takes none for
 /// [`PEER_TIMEOUT`].
 async fn send(peer: &Peer, request: ReplicateRequest) -> Result<()> {
-    match tokio::time::timeout(PEER_TIMEOUT, peer.stream.requests.send(request)).await {
+    match tokio::time::timeout(PEER_TIMEOUT, peer.requests.send(request)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(Error::Replication(format!(
             "the stream to {} closed",

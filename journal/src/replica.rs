@@ -203,6 +203,16 @@ struct Inner {
     topology: Mutex<Option<Topology>>,
     /// The route the append pipeline last synced.
     synced: Mutex<Option<folio_protocol::Route>>,
+    /// Where the first failed pipelined append began, and the registers before it: the
+    /// spool is cut back there before the next append (see `Replica::settle`).
+    failed_from: Mutex<Option<(i64, LabelSet)>>,
+    /// Spans this replica's spool moved past at a sync, held by other members (in memory
+    /// or on their way to the store): reads wait there for the file instead of skipping
+    /// the offsets (the last 16 such spans).
+    awaited: Mutex<Vec<(i64, i64)>>,
+    /// This replica answered a sync from ahead: its spool holds content the primary does
+    /// not, so the next close uploads it at once.
+    ahead_at_sync: std::sync::atomic::AtomicBool,
     /// Memory ran short while an append held the pipeline: roll at the next append.
     roll_requested: std::sync::atomic::AtomicBool,
     /// Cancelled when the route changes: a primary's stream from an older route (a paused
@@ -287,6 +297,9 @@ impl Replica {
             cancel: CancellationToken::new(),
             topology: Mutex::new(None),
             synced: Mutex::new(None),
+            failed_from: Mutex::new(None),
+            awaited: Mutex::new(Vec::new()),
+            ahead_at_sync: std::sync::atomic::AtomicBool::new(false),
             roll_requested: std::sync::atomic::AtomicBool::new(false),
             replication_cancel: Mutex::new(CancellationToken::new()),
             tasks: Mutex::new(JoinSet::new()),
@@ -446,8 +459,10 @@ impl Replica {
         // the append lock is free within moments.
         self.inner.stopping.cancel();
         {
-            // Holding the append lock: no append is in progress, and none starts.
-            let _append = self.inner.append_lock.lock().await;
+            // Holding the append lock: no append is in progress, and none starts. Appends
+            // in flight are answered first (what failed is cut from the spool).
+            let mut append = self.inner.append_lock.lock().await;
+            self.settle(&mut append).await;
             self.roll(&spec).await;
             // Closing the queue lets the persister finish and exit.
             self.lock_state().persist_tx = None;

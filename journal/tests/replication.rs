@@ -1,7 +1,7 @@
 //! Three replicas of one journal in one process, wired by an in-process connector: what a
 //! replica holds, shows and uploads when its peers acknowledge or fail an append.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use bytes::Bytes;
 use folio_fragment_store::FragmentStore;
 use folio_fragment_store::list::list_fragments;
 use folio_journal::pipeline::{Connector, PEER_QUEUE, PeerStream, Topology};
-use folio_journal::{AppendChunk, AppendParams, Replica, ReplicaConfig};
+use folio_journal::{AppendChunk, AppendParams, ReadEvent, ReadParams, Replica, ReplicaConfig};
 use folio_protocol::process_spec::Id as ProcessSpecId;
 use folio_protocol::{Header, JournalSpec, ReplicateRequest, Route, SpecsDocument};
 use futures::stream::{self, BoxStream, StreamExt};
@@ -43,6 +43,11 @@ struct LocalPeers {
     fail_commit: Arc<Mutex<Option<usize>>>,
     armed: Arc<AtomicBool>,
     cut_after_sync: Arc<Mutex<Option<usize>>>,
+    /// Commit proposals that reached any peer.
+    commits_seen: Arc<AtomicUsize>,
+    /// Peers hold every answer back until this many commit proposals reached them (0:
+    /// answer at once): only a pipelining primary gets there.
+    hold_answers_until: Arc<AtomicUsize>,
 }
 
 #[async_trait]
@@ -61,6 +66,7 @@ impl Connector for LocalPeers {
         let armed = self.armed.clone();
         let cut = *self.cut_after_sync.lock().expect("lock") == Some(member);
         let mut synced = false;
+        let seen = self.commits_seen.clone();
         let route = route.clone();
         let incoming = stream::poll_fn(move |cx| outgoing.poll_recv(cx))
             .take_while(move |request| {
@@ -71,6 +77,9 @@ impl Connector for LocalPeers {
                     *failing.lock().expect("lock") == Some(member) && armed.load(Ordering::SeqCst);
                 let after_sync = cut && synced;
                 synced |= request.header.is_some();
+                if commit {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
                 std::future::ready(!(after_sync || fails && commit))
             })
             .map(Ok::<_, String>);
@@ -79,8 +88,13 @@ impl Connector for LocalPeers {
                 .replicate(&route, Box::pin(incoming), answers_tx)
                 .await;
         });
+        let seen = self.commits_seen.clone();
+        let hold = self.hold_answers_until.clone();
         tokio::spawn(async move {
             while let Some(answer) = answers.recv().await {
+                while seen.load(Ordering::SeqCst) < hold.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
                 if responses_tx.send(Ok(answer)).await.is_err() {
                     return;
                 }
@@ -327,4 +341,116 @@ async fn a_replica_that_answered_a_sync_from_ahead_keeps_what_it_held() {
     *cluster.peers.cut_after_sync.lock().expect("lock") = None;
     reroute(&cluster, &[("p", p), ("b", b)]);
     append_spanning(p, b"next\n", (9, 14)).await;
+}
+
+/// Reads `[0, end)` of `replica` (its spool and the store).
+async fn content_of(replica: &Replica, end: i64) -> Vec<u8> {
+    let mut rx = replica.read(ReadParams {
+        offset: 0,
+        end_offset: end,
+        ..Default::default()
+    });
+    let mut out = Vec::new();
+    while let Some(event) = rx.recv().await {
+        if let ReadEvent::Content { content, .. } = event.expect("read") {
+            out.extend_from_slice(&content);
+        }
+    }
+    out
+}
+
+/// Appends to one journal are pipelined: the peers answer nothing until three commit
+/// proposals reached them, which only happens if the primary streams the next appends
+/// before the first is answered. Every append is acknowledged at its own offsets, and
+/// every member ends up showing the same content.
+#[tokio::test]
+async fn appends_are_pipelined_and_every_member_agrees() {
+    let journal = "replication/pipelined";
+    let cluster = cluster(journal);
+    let [p, a, b] = &cluster.replicas[..] else {
+        unreachable!()
+    };
+    // Synced first (the sync's answers are not held).
+    append_spanning(p, b"zero\n", (0, 5)).await;
+    let seen = cluster.peers.commits_seen.load(Ordering::SeqCst);
+    cluster
+        .peers
+        .hold_answers_until
+        .store(seen + 6, Ordering::SeqCst);
+    let records: Vec<Vec<u8>> = (0..20)
+        .map(|i| format!("record {i:02}\n").into_bytes())
+        .collect();
+    let appends = records.iter().map(|record| {
+        let chunks: BoxStream<'static, Result<AppendChunk, String>> = Box::pin(stream::iter([
+            Ok(AppendChunk::Content(Bytes::from(record.clone()))),
+            Ok(AppendChunk::Commit),
+        ]));
+        p.append(AppendParams::default(), chunks)
+    });
+    let outcomes =
+        tokio::time::timeout(Duration::from_secs(20), futures::future::join_all(appends))
+            .await
+            .expect(
+                "appends were answered (a primary that waits for each append's answers never is)",
+            );
+    let mut spans: Vec<(i64, i64)> = outcomes
+        .into_iter()
+        .map(|o| o.expect("append"))
+        .map(|o| (o.commit.begin, o.commit.end))
+        .collect();
+    spans.sort();
+    let end: i64 = 5 + records.iter().map(|r| r.len() as i64).sum::<i64>();
+    assert_eq!(spans.first().map(|s| s.0), Some(5));
+    assert!(
+        spans.windows(2).all(|w| w[0].1 == w[1].0),
+        "contiguous: {spans:?}"
+    );
+    assert_eq!(spans.last().map(|s| s.1), Some(end));
+    head_reaches(a, end).await;
+    head_reaches(b, end).await;
+    let primary = content_of(p, end).await;
+    assert_eq!(content_of(a, end).await, primary);
+    assert_eq!(content_of(b, end).await, primary);
+}
+
+/// When one member fails a commit with appends pipelined behind it, they all fail and the
+/// primary cuts them from its spool. The next append syncs the route: a member that
+/// committed some of them holds the largest offset, so the journal goes on after them
+/// (they were never acknowledged, but they are whole appends), and every member agrees.
+#[tokio::test]
+async fn a_failed_commit_fails_the_appends_behind_it_and_leaves_no_trace() {
+    let journal = "replication/pipeline-failure";
+    let cluster = cluster(journal);
+    let [p, a, b] = &cluster.replicas[..] else {
+        unreachable!()
+    };
+    p.append(AppendParams::default(), chunks(&[b"one\n"]))
+        .await
+        .expect("first append");
+    *cluster.peers.fail_commit.lock().expect("lock") = Some(2);
+    cluster.peers.armed.store(true, Ordering::SeqCst);
+    let appends = (0..5).map(|_| p.append(AppendParams::default(), chunks(&[b"lost\n"])));
+    let outcomes = futures::future::join_all(appends).await;
+    assert!(
+        outcomes.iter().all(Result::is_err),
+        "no append behind the failed one is acknowledged: {outcomes:?}"
+    );
+    cluster.peers.armed.store(false, Ordering::SeqCst);
+    let out = p
+        .append(AppendParams::default(), chunks(&[b"two\n"]))
+        .await
+        .expect("append after the failure");
+    let (begin, end) = (out.commit.begin, out.commit.end);
+    assert!(
+        begin >= 4 && (begin - 4) % 5 == 0 && begin <= 29,
+        "after whole unacknowledged appends only: {begin}"
+    );
+    head_reaches(a, end).await;
+    head_reaches(b, end).await;
+    let mut expected = b"one\n".to_vec();
+    expected.extend(b"lost\n".repeat(((begin - 4) / 5) as usize));
+    expected.extend(b"two\n");
+    for replica in [p, a, b] {
+        assert_eq!(content_of(replica, end).await, expected);
+    }
 }

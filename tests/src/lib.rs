@@ -214,7 +214,10 @@ impl BrokerProcess {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.args)
-            .env("FOLIO_LOG", "info")
+            .env(
+                "FOLIO_LOG",
+                std::env::var("FOLIO_TEST_BROKER_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()

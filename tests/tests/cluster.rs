@@ -547,6 +547,11 @@ async fn verify_everywhere(
         .position(Option::is_some)
         .expect("a live broker");
     let client = clients[live].as_mut().expect("live");
+    if std::env::var_os("FOLIO_TEST_LOGS").is_some() {
+        for broker in &cluster.brokers {
+            eprintln!("==== {}\n{}", broker.endpoint, broker.log_text());
+        }
+    }
     let through_broker = read_all(client, &writer.journal, writer.end()).await;
     writer.verify(&through_broker, "a broker");
     drop(clients);

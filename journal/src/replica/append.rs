@@ -9,6 +9,10 @@ use crate::spool::{ClosedFragment, chunk_starts};
 
 use super::*;
 
+/// Appends a journal's primary has sent to its peers and not heard back on yet, at most.
+/// The next one waits (holding the append lock) for the oldest to be answered.
+pub const MAX_IN_FLIGHT: u64 = 64;
+
 impl Replica {
     /// Runs one append: checks preconditions, streams `chunks` into the spool, and
     /// commits when the stream sends [`AppendChunk::Commit`]. If the stream ends or errs
@@ -39,6 +43,12 @@ impl Replica {
         }
         // Every member of the route must hold the journal's content from here on.
         self.ensure_synced(&mut append, &spec).await?;
+        if params.offset != 0 || params.check_registers.is_some() {
+            // Checked against every earlier append's outcome, not appends in flight.
+            if self.settle(&mut append).await {
+                self.ensure_synced(&mut append, &spec).await?;
+            }
+        }
         let head = self.write_head();
         if params.offset != 0 && params.offset != head {
             return Err(Error::WrongAppendOffset {
@@ -144,28 +154,23 @@ impl Replica {
             }
             (state.spool.proposal(), registers, appended)
         };
-        // Acknowledged by every peer before anything becomes readable here.
-        if append.pipeline.has_peers() {
-            let acked = tokio::select! {
-                acked = append.pipeline.propose(None, &proposal, &registers) => acked,
+        // Sent to every peer before it commits here; nothing becomes readable before every
+        // peer answered.
+        let peers = append.pipeline.has_peers();
+        if peers {
+            let sent = tokio::select! {
+                () = append.pipeline.settle(MAX_IN_FLIGHT - 1) => {
+                    append.pipeline.send_proposal(None, &proposal, &registers).await
+                }
                 () = stopping.cancelled() => Err(Error::ShuttingDown),
             };
-            match acked {
-                Ok(None) => {}
-                Ok(Some((peer, _))) => {
-                    return Err(Error::Replication(format!(
-                        "a peer refused the commit of [{}, {}): its fragment is [{}, {})",
-                        proposal.begin, proposal.end, peer.begin, peer.end
-                    )));
-                }
-                Err(err) => return Err(err),
-            }
+            sent?;
         }
-        let (commit, committed) = {
+        let (commit, committed, before) = {
             let mut state = self.lock_state();
             let commit = state.spool.commit(self.now_unix());
             pending.armed = false;
-            state.registers = registers.clone();
+            let before = std::mem::replace(&mut state.registers, registers.clone());
             // The spool counts as open (sharing the budget) from its first committed byte
             // until it is rolled; an append of no bytes (registers only) leaves it as is.
             if appended {
@@ -177,19 +182,89 @@ impl Replica {
                     }
                 }
             }
-            (commit, state.spool.fragment())
+            (commit, state.spool.fragment(), before)
         };
         append.clean = true;
-        // Every member acknowledged it: tell them, so they show it to readers too. A peer
-        // that cannot take the message is synced again at the next append.
-        if append.pipeline.has_peers() && !append.pipeline.confirm(&committed, &registers) {
-            append.clean = false;
-        }
         if append.spool_segment.is_none() {
             append.spool_segment = Some(segment_of(&spec, self.now_unix()));
         }
-        self.inner.head.send_replace(commit.end);
-        Ok(AppendOutcome { commit, registers })
+        if !peers {
+            self.show_through(commit.end);
+            return Ok(AppendOutcome { commit, registers });
+        }
+        // Pipelined: the next append streams while this one waits for its answers. Once
+        // every peer answered (and every earlier append was), the answer task shows it to
+        // readers and confirms it to the peers; if one failed, this append and every one
+        // after it fail, and the next append cuts the spool back to where it began.
+        let confirm = folio_protocol::ReplicateRequest {
+            proposal: Some(committed),
+            registers: Some(registers.clone()),
+            acknowledge: false,
+            ..Default::default()
+        };
+        let replica = self.clone();
+        let (begin, end) = (commit.begin, commit.end);
+        let answered = append.pipeline.expect(
+            Some(confirm),
+            Box::new(move |answers| match answers {
+                Ok(None) => replica.show_through(end),
+                _ => replica.failed_from(begin, before),
+            }),
+        );
+        drop(append);
+        let answers = answered.await.unwrap_or_else(|_| {
+            Err(Error::Replication(
+                "the pipeline's answer task ended".to_owned(),
+            ))
+        });
+        match answers {
+            Ok(None) => Ok(AppendOutcome { commit, registers }),
+            Ok(Some((peer, _))) => Err(Error::Replication(format!(
+                "a peer refused the commit of [{}, {}): its fragment is [{}, {})",
+                proposal.begin, proposal.end, peer.begin, peer.end
+            ))),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Records that `[begin, end)` is held by other members, in memory or on its way to
+    /// the store (this replica's spool moved past it at a sync), and lists the stores now:
+    /// reads there wait for the file instead of skipping the offsets.
+    pub(super) fn held_elsewhere(&self, begin: i64, end: i64) {
+        let mut awaited = lock(&self.inner.awaited);
+        awaited.push((begin, end));
+        let excess = awaited.len().saturating_sub(16);
+        awaited.drain(..excess);
+        drop(awaited);
+        self.inner.refresh_now.notify_one();
+    }
+
+    /// Records that the pipelined append beginning at `begin` failed (with the registers
+    /// before it): the spool is cut back to the first such offset before the next append.
+    fn failed_from(&self, begin: i64, registers: folio_protocol::LabelSet) {
+        let mut failed = lock(&self.inner.failed_from);
+        if failed.as_ref().is_none_or(|(at, _)| begin < *at) {
+            *failed = Some((begin, registers));
+        }
+    }
+
+    /// Waits for every pipelined append's answers; if one failed, cuts the spool back to
+    /// where the first failed one began (every later one failed too), restores the
+    /// registers from before it, and marks the pipeline for a new sync. Returns whether one
+    /// had failed.
+    pub(super) async fn settle(&self, append: &mut AppendState) -> bool {
+        append.pipeline.drain().await;
+        let Some((begin, registers)) = lock(&self.inner.failed_from).take() else {
+            return false;
+        };
+        let mut state = self.lock_state();
+        let cut = state.spool.truncate(begin);
+        state.registers = registers;
+        drop(state);
+        tracing::warn!(journal = %self.inner.name, from = begin, bytes = cut,
+            "pipelined appends failed: cut back from the spool");
+        append.clean = false;
+        true
     }
 
     /// Brings the pipeline in line with the journal's route: after a failed append, and
@@ -201,7 +276,9 @@ impl Replica {
         append: &mut AppendState,
         spec: &JournalSpec,
     ) -> Result<()> {
-        if !append.clean {
+        let failed = lock(&self.inner.failed_from).is_some();
+        if failed || !append.clean {
+            self.settle(append).await;
             append.pipeline.tear_down();
             *lock(&self.inner.synced) = None;
             append.clean = true;
@@ -214,6 +291,12 @@ impl Replica {
         }
         if append.pipeline.synced_route() == Some(&topology.route) {
             return Ok(());
+        }
+        // A new route: every append in flight on the old one is answered first.
+        if self.settle(append).await {
+            append.pipeline.tear_down();
+            *lock(&self.inner.synced) = None;
+            append.clean = true;
         }
         if topology.route.members.len() <= 1 {
             append.pipeline.tear_down();
@@ -279,7 +362,7 @@ impl Replica {
                     state.spool.restart_at(peer.end, codec_of(spec));
                     state.registers = peer_registers;
                     drop(state);
-                    self.inner.refresh_now.notify_one();
+                    self.held_elsewhere(proposal.end, peer.end);
                 }
                 Some((peer, _)) => {
                     return Err(Error::Replication(format!(
@@ -348,6 +431,12 @@ impl Replica {
         if !due {
             return Ok(());
         }
+        // What is closed must be acknowledged: every append in flight is answered first.
+        if self.settle(append).await {
+            return Err(Error::Replication(
+                "appends pipelined before this one failed; it is retried on a new sync".to_owned(),
+            ));
+        }
         append.spool_segment = None;
         self.roll(spec).await;
         if append.pipeline.has_peers() {
@@ -410,8 +499,13 @@ impl Replica {
             Some((closed, charge, Some(tx))) => {
                 // A replica's copy waits for the primary's upload (and uploads it only if
                 // the primary died first).
-                let check_at =
-                    (!primary).then(|| tokio::time::Instant::now() + REPLICA_PERSIST_DELAY);
+                // Content this replica held past its primary at a sync is its alone.
+                let ahead = self
+                    .inner
+                    .ahead_at_sync
+                    .swap(false, std::sync::atomic::Ordering::SeqCst);
+                let check_at = (!primary && !ahead)
+                    .then(|| tokio::time::Instant::now() + REPLICA_PERSIST_DELAY);
                 self.enqueue(&tx, closed, charge, spec, check_at)
             }
             Some((closed, charge, None)) => {

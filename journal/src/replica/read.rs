@@ -12,6 +12,10 @@ use super::*;
 /// Longest a read waits for a fresh store listing before it skips a gap.
 const RELIST_BOUND: Duration = Duration::from_secs(5);
 
+/// Longest a read waits at offsets its primary took over from a peer at a sync, for that
+/// peer's upload of them, before it skips them.
+const ADOPTED_UPLOAD_BOUND: Duration = Duration::from_secs(30);
+
 impl Replica {
     /// Reads per `params`, as a stream of events. Blocking reads end when the replica
     /// shuts down.
@@ -46,6 +50,8 @@ impl Replica {
         let mut corrupt_at: Option<(i64, Error)> = None;
         // The gap this read listed the stores again for, once, before skipping it.
         let mut relisted_at: Option<i64> = None;
+        // The gap this read has been waiting at for a peer's upload, and since when.
+        let mut waited_since: Option<(i64, tokio::time::Instant)> = None;
         loop {
             if params.end_offset > 0 && offset >= params.end_offset {
                 return Ok(());
@@ -167,6 +173,25 @@ impl Replica {
                         if self.relist(RELIST_BOUND).await {
                             continue;
                         }
+                    }
+                    // Offsets this replica's spool moved past at a sync are in another
+                    // member's upload, on its way: wait for it (bounded), never skip them.
+                    if self.awaits_upload(offset) {
+                        if waited_since.is_none_or(|(at, _)| at != offset) {
+                            waited_since = Some((offset, tokio::time::Instant::now()));
+                        }
+                        let since = waited_since.map_or(tokio::time::Instant::now(), |(_, t)| t);
+                        if since.elapsed() < ADOPTED_UPLOAD_BOUND {
+                            tokio::select! {
+                                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                                () = self.inner.cancel.cancelled() => return Ok(()),
+                                () = tx.closed() => return Ok(()),
+                            }
+                            self.relist(RELIST_BOUND).await;
+                            continue;
+                        }
+                        tracing::warn!(journal = %self.inner.name, from = offset, to = next,
+                            "content other members held at a sync was not uploaded in time; the read skips it");
                     }
                     tracing::debug!(journal = %self.inner.name, from = offset, to = next, "read skips a gap");
                     offset = next;
@@ -327,6 +352,16 @@ fn is_corrupt(err: &Error) -> bool {
 }
 
 /// A fragment file's identity across stores: its store and path.
+impl Replica {
+    /// Whether `offset` lies in content this replica's spool moved past at a sync, which
+    /// other members hold and upload (see `Replica::held_elsewhere`).
+    fn awaits_upload(&self, offset: i64) -> bool {
+        lock(&self.inner.awaited)
+            .iter()
+            .any(|&(begin, end)| begin <= offset && offset < end)
+    }
+}
+
 pub(super) fn file_key(fragment: &Fragment) -> String {
     format!(
         "{}{}",

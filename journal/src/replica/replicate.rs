@@ -95,6 +95,16 @@ impl Replica {
             };
             let registers = request.registers.unwrap_or_default();
             let taken = std::mem::replace(&mut charge, self.inner.config.budget.empty());
+            if !request.acknowledge {
+                // A confirmation: every member acknowledged the spool up to its end (later
+                // appends may have been committed here since: it is a prefix of the spool).
+                let committed = self.lock_state().spool.fragment();
+                if proposal.begin == committed.begin && proposal.end <= committed.end {
+                    self.show_through(proposal.end);
+                }
+                charge.merge(taken);
+                continue;
+            }
             let response = self.apply_proposal(&proposal, registers, taken).await;
             if request.acknowledge && responses.send(response).await.is_err() {
                 return Ok(());
@@ -177,16 +187,20 @@ impl Replica {
             drop(state);
             if proposal.begin > committed.end {
                 self.show_through(proposal.begin);
-                // The content in between is in other members' fragments: list it.
-                self.inner.refresh_now.notify_one();
+                // The content in between is in other members' fragments.
+                self.held_elsewhere(committed.end, proposal.begin);
             }
             return ok;
         }
         if proposal.begin == proposal.end && proposal.begin < committed.end {
             // A sync proposal behind this spool: the primary will continue at this spool's
             // end, so its content is the journal's from now on, whatever happens to this
-            // stream (this replica must not cut it back if it stops before the next round).
+            // stream (this replica must not cut it back if it stops before the next round),
+            // and this replica uploads it as soon as it closes the spool.
             self.show_through(committed.end);
+            self.inner
+                .ahead_at_sync
+                .store(true, std::sync::atomic::Ordering::SeqCst);
         }
         self.mismatch()
     }
