@@ -1,8 +1,9 @@
 //! Routing: a request for a journal this broker does not serve goes to the broker that
 //! does.
 //!
-//! Appends go to the journal's primary; reads and fragment listings too, until replicas
-//! hold content. A request is proxied at most once: the proxying broker attaches its
+//! Appends and fragment listings go to the journal's primary; reads are served by any
+//! member of the route (each shows only what every member acknowledged), else proxied
+//! to the primary. A request is proxied at most once: the proxying broker attaches its
 //! `Header` (its id, the route, its keyspace revision), and a broker that receives a
 //! request with a header waits for that revision and then serves it or answers with the
 //! route, never proxying it again, so two brokers whose views disagree cannot bounce a
@@ -48,8 +49,11 @@ pub(crate) enum Purpose {
         /// The journal's replication (see `Broker::required_members`).
         members: usize,
     },
-    /// A read or a fragment listing: the primary.
-    Read,
+    /// A read (any member of the route serves it) or a fragment listing (the primary).
+    Read {
+        /// Whether any member of the route serves it, not only the primary.
+        any_member: bool,
+    },
 }
 
 impl Purpose {
@@ -57,7 +61,7 @@ impl Purpose {
     fn refusal(self) -> folio_protocol::Status {
         match self {
             Purpose::Append { .. } => folio_protocol::Status::NotJournalPrimaryBroker,
-            Purpose::Read => folio_protocol::Status::NotJournalBroker,
+            Purpose::Read { .. } => folio_protocol::Status::NotJournalBroker,
         }
     }
 }
@@ -87,6 +91,13 @@ pub(crate) fn target(
         if route.members.len() < members {
             return Target::Refuse(Status::InsufficientJournalBrokers);
         }
+    }
+    if let Purpose::Read { any_member: true } = purpose
+        && served
+        && route.members.contains(me)
+    {
+        // Every member holds the journal and shows only what every member acknowledged.
+        return Target::Local;
     }
     match primary {
         Some((id, _)) if id == me => {
@@ -220,9 +231,34 @@ mod tests {
             Target::Refuse(Status::JournalNotFound)
         ));
         assert!(matches!(
-            target(&route(0), &id("b"), false, Some(Purpose::Read), true, false),
+            target(&route(0), &id("b"), false, Some(READ), true, false),
             Target::Refuse(Status::NotJournalBroker)
         ));
+    }
+
+    const READ: Purpose = Purpose::Read { any_member: true };
+
+    #[test]
+    fn reads_are_served_by_any_member_listings_by_the_primary() {
+        let list = Some(Purpose::Read { any_member: false });
+        assert!(matches!(
+            target(&route(0), &id("b"), true, Some(READ), false, false),
+            Target::Local
+        ));
+        assert!(
+            matches!(target(&route(0), &id("b"), true, list, false, false), Target::Peer(e) if e == "http://a")
+        );
+        assert!(
+            matches!(target(&route(0), &id("c"), false, Some(READ), false, false), Target::Peer(e) if e == "http://a"),
+            "a broker outside the route proxies to the primary"
+        );
+        assert!(
+            matches!(
+                target(&route(0), &id("b"), false, Some(READ), false, false),
+                Target::Peer(_)
+            ),
+            "a member whose replica is not started yet proxies"
+        );
     }
 
     #[test]
@@ -238,7 +274,7 @@ mod tests {
             );
         }
         assert!(matches!(
-            target(&route(0), &id("a"), true, Some(Purpose::Read), false, false),
+            target(&route(0), &id("a"), true, Some(READ), false, false),
             Target::Local
         ));
         assert!(

@@ -26,6 +26,14 @@ use crate::broker::Broker;
 use crate::proxy::{self, Purpose, Routed, Target};
 use crate::status::{Outcome, invalid, invalid_field, journal_outcome, oversize_status};
 
+/// What a routed request is.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Append,
+    Read,
+    ListFragments,
+}
+
 /// Default and largest `ListFragments` page.
 const DEFAULT_PAGE_LIMIT: usize = 1000;
 /// How long a request carrying a newer keyspace revision waits for this broker's view.
@@ -64,7 +72,7 @@ impl JournalService {
         }
     }
 
-    /// Where a request for `journal` goes: this broker's replica, a peer to proxy to, or
+    /// Where a request for `journal` goes (for a request of `kind`): this broker's replica, a peer to proxy to, or
     /// a status to answer with, each with the header to answer or proxy with. A request
     /// proxied by a peer (it carries the peer's header) first waits for the peer's
     /// revision, and is never proxied again.
@@ -73,7 +81,7 @@ impl JournalService {
         journal: &str,
         do_not_proxy: bool,
         proxy_header: Option<&folio_protocol::Header>,
-        append: bool,
+        kind: Kind,
     ) -> Result<Routed, tonic::Status> {
         let proxied = proxied_revision(proxy_header);
         if let Some(revision) = proxied {
@@ -81,13 +89,14 @@ impl JournalService {
         }
         let route = self.broker.route(journal);
         let replica = self.broker.replica(journal);
-        let purpose = self.broker.required_members(journal).map(|members| {
-            if append {
-                Purpose::Append { members }
-            } else {
-                Purpose::Read
-            }
-        });
+        let purpose = self
+            .broker
+            .required_members(journal)
+            .map(|members| match kind {
+                Kind::Append => Purpose::Append { members },
+                Kind::Read => Purpose::Read { any_member: true },
+                Kind::ListFragments => Purpose::Read { any_member: false },
+            });
         let target = proxy::target(
             &route,
             self.broker.id(),
@@ -353,7 +362,7 @@ impl Journal for JournalService {
                 &request.journal,
                 request.do_not_proxy,
                 request.header.as_ref(),
-                false,
+                Kind::Read,
             )
             .await?;
         let (replica, header) = match routed {
@@ -475,7 +484,7 @@ impl Journal for JournalService {
                 &first.journal,
                 first.do_not_proxy,
                 first.header.as_ref(),
-                true,
+                Kind::Append,
             )
             .await?;
         let (replica, header) = match routed {
@@ -650,7 +659,7 @@ impl Journal for JournalService {
                 &request.journal,
                 request.do_not_proxy,
                 request.header.as_ref(),
-                false,
+                Kind::ListFragments,
             )
             .await?;
         let (replica, header) = match routed {

@@ -447,7 +447,7 @@ impl ReadState {
             begin_mod_time: self.options.begin_mod_time,
             ..ReadRequest::default()
         };
-        let dispatched = self.routes.as_ref().and_then(|r| r.primary(&self.journal));
+        let dispatched = self.routes.as_ref().and_then(|r| r.reader(&self.journal));
         self.dispatched = dispatched.is_some();
         let mut client = match dispatched {
             Some((_, client)) => client,

@@ -9,30 +9,33 @@
 //! fails in transport (the primary may be gone), and replaced whenever a broker answers
 //! with another; until it is known, requests go through the default client.
 //!
-//! Reads go to the primary too: brokers serve reads from the primary (another member
-//! proxies them there), so a same-zone member would save nothing yet.
+//! Reads go to a member of the route in the client's zone when the cache was made with
+//! [`RouteCache::in_zone`] and there is one (every member serves reads), else to the
+//! primary.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use folio_protocol::Header;
+use folio_protocol::{Header, Route};
 
 use crate::connect::{Client, connect_lazy};
 
 /// Journals whose route a cache holds at most; past it, an arbitrary one is forgotten.
 pub const ROUTE_CACHE_CAPACITY: usize = 10_000;
 
-/// Primaries of journals, learned from response headers, and a client per broker
-/// endpoint. Cloning is cheap and shares the cache.
+/// Routes of journals, learned from response headers, and a client per broker endpoint.
+/// Cloning is cheap and shares the cache.
 #[derive(Debug, Clone, Default)]
 pub struct RouteCache {
     inner: Arc<Mutex<Inner>>,
+    /// The client's zone: reads prefer a route member there.
+    zone: Option<String>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Journal name (no `;suffix`) to its primary's endpoint.
-    primaries: HashMap<String, String>,
+    /// Journal name (no `;suffix`) to its route (with a primary and an endpoint per member).
+    routes: HashMap<String, Route>,
     /// A lazily connecting client per endpoint.
     clients: HashMap<String, Client>,
 }
@@ -43,65 +46,101 @@ impl RouteCache {
         Self::default()
     }
 
+    /// An empty cache for a client in `zone`: reads go to a route member in that zone when
+    /// there is one (saving cross-zone traffic), else to the primary.
+    pub fn in_zone(zone: impl Into<String>) -> Self {
+        Self {
+            zone: Some(zone.into()),
+            ..Self::default()
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A client of `journal`'s primary, and its endpoint, when its route is known.
     pub fn primary(&self, journal: &str) -> Option<(String, Client)> {
-        let (name, _) = folio_protocol::split_meta(journal);
-        let inner = self.lock();
-        let endpoint = inner.primaries.get(name)?;
-        let client = inner.clients.get(endpoint)?.clone();
-        Some((endpoint.clone(), client))
+        self.pick(journal, |route| usize::try_from(route.primary).ok())
     }
 
-    /// Learns `journal`'s route from a broker's `header`. A route without a primary (or
-    /// with an endpoint that is not a URL) makes the cache forget the journal.
+    /// A client of the member `journal`'s reads go to (the primary when it is in this
+    /// cache's zone, else another member there, else the primary), and its endpoint, when
+    /// its route is known.
+    pub fn reader(&self, journal: &str) -> Option<(String, Client)> {
+        self.pick(journal, |route| {
+            let primary = usize::try_from(route.primary).ok();
+            let Some(zone) = &self.zone else {
+                return primary;
+            };
+            let local = |i: &usize| route.members.get(*i).is_some_and(|m| &m.zone == zone);
+            primary
+                .filter(local)
+                .or_else(|| (0..route.members.len()).find(local))
+                .or(primary)
+        })
+    }
+
+    fn pick(
+        &self,
+        journal: &str,
+        member: impl FnOnce(&Route) -> Option<usize>,
+    ) -> Option<(String, Client)> {
+        let (name, _) = folio_protocol::split_meta(journal);
+        let mut inner = self.lock();
+        let route = inner.routes.get(name)?;
+        let endpoint = route.endpoints.get(member(route)?)?.clone();
+        if let Some(client) = inner.clients.get(&endpoint) {
+            return Some((endpoint, client.clone()));
+        }
+        match connect_lazy(&endpoint) {
+            Ok(client) => {
+                inner.clients.insert(endpoint.clone(), client.clone());
+                Some((endpoint, client))
+            }
+            Err(err) => {
+                tracing::debug!(journal, %endpoint, %err, "route endpoint is not usable");
+                inner.routes.remove(name);
+                None
+            }
+        }
+    }
+
+    /// Learns `journal`'s route from a broker's `header`. A route without a primary, or
+    /// without an endpoint for every member, makes the cache forget the journal.
     pub fn learn(&self, journal: &str, header: Option<&Header>) {
         let Some(route) = header.and_then(|h| h.route.as_ref()) else {
             return;
         };
         let (name, _) = folio_protocol::split_meta(journal);
-        let endpoint = usize::try_from(route.primary)
+        let usable = usize::try_from(route.primary)
             .ok()
             .and_then(|i| route.endpoints.get(i))
-            .filter(|e| !e.is_empty());
+            .is_some_and(|e| !e.is_empty())
+            && route.endpoints.len() == route.members.len();
         let mut inner = self.lock();
-        let Some(endpoint) = endpoint else {
-            inner.primaries.remove(name);
+        if !usable {
+            inner.routes.remove(name);
             return;
-        };
-        if !inner.clients.contains_key(endpoint) {
-            match connect_lazy(endpoint) {
-                Ok(client) => {
-                    inner.clients.insert(endpoint.clone(), client);
-                }
-                Err(err) => {
-                    tracing::debug!(journal, %endpoint, %err, "route endpoint is not usable");
-                    inner.primaries.remove(name);
-                    return;
-                }
-            }
         }
-        if !inner.primaries.contains_key(name)
-            && inner.primaries.len() >= ROUTE_CACHE_CAPACITY
-            && let Some(evicted) = inner.primaries.keys().next().cloned()
+        if !inner.routes.contains_key(name)
+            && inner.routes.len() >= ROUTE_CACHE_CAPACITY
+            && let Some(evicted) = inner.routes.keys().next().cloned()
         {
-            inner.primaries.remove(&evicted);
+            inner.routes.remove(&evicted);
         }
-        inner.primaries.insert(name.to_owned(), endpoint.clone());
+        inner.routes.insert(name.to_owned(), route.clone());
     }
 
     /// Forgets `journal`'s route (a request dispatched by it failed in transport).
     pub fn forget(&self, journal: &str) {
         let (name, _) = folio_protocol::split_meta(journal);
-        self.lock().primaries.remove(name);
+        self.lock().routes.remove(name);
     }
 
     /// Number of journals whose route is known.
     pub fn len(&self) -> usize {
-        self.lock().primaries.len()
+        self.lock().routes.len()
     }
 
     /// Whether no route is known.
@@ -113,7 +152,6 @@ impl RouteCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use folio_protocol::Route;
     use folio_protocol::process_spec::Id;
 
     fn header(primary: i32, endpoints: &[&str]) -> Header {
@@ -121,8 +159,9 @@ mod tests {
             route: Some(Route {
                 members: endpoints
                     .iter()
-                    .map(|e| Id {
-                        zone: "z".into(),
+                    .enumerate()
+                    .map(|(i, e)| Id {
+                        zone: format!("z{}", i % 2),
                         suffix: (*e).into(),
                     })
                     .collect(),
@@ -162,5 +201,28 @@ mod tests {
         cache.learn("a/j", Some(&header(0, &["http://b0:1"])));
         cache.forget("a/j");
         assert!(cache.is_empty());
+    }
+
+    #[tokio::test]
+    async fn reads_prefer_a_member_in_the_clients_zone() {
+        let three = header(0, &["http://b0:1", "http://b1:1", "http://b2:1"]);
+        // Zones: b0 z0 (the primary), b1 z1, b2 z0.
+        let anywhere = RouteCache::new();
+        anywhere.learn("a/j", Some(&three));
+        assert_eq!(anywhere.reader("a/j").expect("known").0, "http://b0:1");
+        let z1 = RouteCache::in_zone("z1");
+        z1.learn("a/j", Some(&three));
+        assert_eq!(z1.reader("a/j").expect("known").0, "http://b1:1");
+        assert_eq!(z1.primary("a/j").expect("known").0, "http://b0:1");
+        let z0 = RouteCache::in_zone("z0");
+        z0.learn("a/j", Some(&three));
+        assert_eq!(
+            z0.reader("a/j").expect("known").0,
+            "http://b0:1",
+            "the primary when local"
+        );
+        let elsewhere = RouteCache::in_zone("z9");
+        elsewhere.learn("a/j", Some(&three));
+        assert_eq!(elsewhere.reader("a/j").expect("known").0, "http://b0:1");
     }
 }
