@@ -50,6 +50,18 @@ pub(crate) trait PersistSink: Send + Sync + 'static {
     fn store_health(&self, error: Option<String>);
 }
 
+/// What a persister shares with its replica and the broker.
+pub(crate) struct Shared {
+    /// The broker's upload slots.
+    pub(crate) slots: Arc<Semaphore>,
+    /// The broker's memory budget (under pressure, replica copies are looked for at once).
+    pub(crate) budget: crate::MemoryBudget,
+    /// The replica is stopping: replica copies are looked for at once.
+    pub(crate) stopping: CancellationToken,
+    /// The replica stopped: the persister ends after the current upload.
+    pub(crate) cancel: CancellationToken,
+}
+
 /// Runs until the queue closes and is drained, or `cancel` fires and the current upload
 /// ends (a cancelled persister leaves the rest in memory, and says so).
 pub(crate) async fn run(
@@ -57,10 +69,14 @@ pub(crate) async fn run(
     store: Option<FragmentStore>,
     options: PersistOptions,
     sink: Arc<dyn PersistSink>,
-    slots: Arc<Semaphore>,
-    stopping: CancellationToken,
-    cancel: CancellationToken,
+    shared: Shared,
 ) {
+    let Shared {
+        slots,
+        budget,
+        stopping,
+        cancel,
+    } = shared;
     // Without a store, closed fragments stay in memory (and readable) until shutdown,
     // holding their charge: the budget then bounds the journal.
     let mut kept = Vec::new();
@@ -81,11 +97,13 @@ pub(crate) async fn run(
         }
         if let Some(at) = job.check_at {
             // A replica's copy: give the primary time to upload it (less when the replica
-            // is stopping), then upload it only if it is not there. A route member that
-            // joined late may be promoted without this content, so the copy must reach the
-            // store when the primary died.
+            // is stopping, or its broker is short of memory: then it looks at once, and
+            // uploads its copy if the primary's is not there yet), then upload it only if
+            // it is not there. A route member that joined late may be promoted without this
+            // content, so the copy must reach the store when the primary died.
             tokio::select! {
                 () = tokio::time::sleep_until(at) => {}
+                () = budget.pressure() => {}
                 () = stopping.cancelled() => {}
                 () = cancel.cancelled() => return,
             }

@@ -24,7 +24,9 @@
 //!    reason (it left the route, it stops) it keeps only the confirmed content: the rest
 //!    was never acknowledged.
 //! 5. **Roll**: only the primary decides rolls (fragment length, flush interval, codec,
-//!    memory pressure): a proposal of an empty fragment at the current end.
+//!    memory pressure, a peer's request): a proposal of an empty fragment at the current
+//!    end. A peer whose spool outgrew its share of its own memory budget says so in its
+//!    answers (`roll_requested`, a Folio field), and the primary rolls at its next append.
 //!
 //! A peer whose stream ends with an append half-sent drops that append's content. A
 //! failed or aborted append tears the pipeline down (its peers roll back as their streams
@@ -117,6 +119,10 @@ pub type Answers = Result<Option<(Fragment, LabelSet)>>;
 /// What runs once every peer answered a proposal (or one failed), in proposal order.
 pub type OnAnswered = Box<dyn FnOnce(&Answers) + Send>;
 
+/// What runs when a peer asks the primary to roll the spool (it outgrew its share of the
+/// peer's memory budget).
+pub type RollRequested = Box<dyn Fn() + Send + Sync>;
+
 /// One proposal whose answers the answer task reads.
 struct Expected {
     /// Sent to every peer once all answered `OK` (a confirmation of a commit).
@@ -193,6 +199,7 @@ impl Pipeline {
         journal: &str,
         topology: &Topology,
         connector: &dyn Connector,
+        on_roll_requested: RollRequested,
     ) -> Result<()> {
         self.tear_down();
         let mut answers = Vec::new();
@@ -222,7 +229,13 @@ impl Pipeline {
                 requests: p.requests.clone(),
             })
             .collect();
-        tokio::spawn(answer_in_order(answers, confirm_to, queue, answered_tx));
+        tokio::spawn(answer_in_order(
+            answers,
+            confirm_to,
+            queue,
+            answered_tx,
+            on_roll_requested,
+        ));
         self.answering = Some(Answering {
             expected,
             answered,
@@ -363,6 +376,7 @@ async fn answer_in_order(
     confirm_to: Vec<Peer>,
     mut queue: mpsc::UnboundedReceiver<Expected>,
     answered: watch::Sender<u64>,
+    on_roll_requested: RollRequested,
 ) {
     let mut failed: Option<String> = None;
     while let Some(expected) = queue.recv().await {
@@ -370,7 +384,7 @@ async fn answer_in_order(
             Some(why) => Err(Error::Replication(format!(
                 "an earlier proposal failed: {why}"
             ))),
-            None => read_answers(&mut answers).await,
+            None => read_answers(&mut answers, &on_roll_requested).await,
         };
         match &result {
             Err(err) => {
@@ -407,6 +421,7 @@ async fn read_answers(
         String,
         mpsc::Receiver<std::result::Result<ReplicateResponse, String>>,
     )],
+    on_roll_requested: &RollRequested,
 ) -> Answers {
     let mut mismatch = None;
     for (name, responses) in answers.iter_mut() {
@@ -422,6 +437,9 @@ async fn read_answers(
                 )));
             }
         };
+        if response.roll_requested {
+            on_roll_requested();
+        }
         match response.status() {
             Status::Ok => {}
             Status::ProposalMismatch => {

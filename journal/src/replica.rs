@@ -313,9 +313,12 @@ impl Replica {
                 stores.first().cloned(),
                 config.persist.clone(),
                 sink,
-                config.upload_slots.clone(),
-                replica.inner.stopping.clone(),
-                replica.inner.cancel.clone(),
+                persister::Shared {
+                    slots: config.upload_slots.clone(),
+                    budget: config.budget.clone(),
+                    stopping: replica.inner.stopping.clone(),
+                    cancel: replica.inner.cancel.clone(),
+                },
             ));
             let refresher = replica.clone();
             tasks.spawn(async move { refresher.refresh_index().await });

@@ -16,9 +16,9 @@ use folio_protocol::{Header, JournalSpec, ReplicateRequest, Route, SpecsDocument
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio::sync::mpsc;
 
-fn spec(name: &str) -> JournalSpec {
+fn spec(name: &str, length: &str) -> JournalSpec {
     let yaml = format!(
-        "journals:\n  - name: {name}\n    replication: 3\n    fragment: {{ length: 1MiB, compression_codec: NONE, refresh_interval: 1s }}\n"
+        "journals:\n  - name: {name}\n    replication: 3\n    fragment: {{ length: {length}, compression_codec: NONE, refresh_interval: 1s }}\n"
     );
     SpecsDocument::from_yaml(&yaml)
         .expect("valid spec")
@@ -159,15 +159,22 @@ struct Cluster {
 }
 
 fn cluster(journal: &str) -> Cluster {
+    cluster_with(journal, "1MiB", [64 << 20; 3])
+}
+
+/// Members `p` (the primary), `a` and `b` of `journal` with fragments of `length`, and
+/// memory budgets of `budgets` bytes.
+fn cluster_with(journal: &str, length: &str, budgets: [usize; 3]) -> Cluster {
     let store_url = format!("memory://{}/", folio_tests::unique_name("replication"));
     let peers = Arc::new(LocalPeers::default());
     let replicas: Vec<Replica> = ["p", "a", "b"]
         .iter()
-        .map(|name| {
-            let mut config = ReplicaConfig::new(64 << 20);
+        .zip(budgets)
+        .map(|(name, budget)| {
+            let mut config = ReplicaConfig::new(budget);
             config.connector = peers.clone();
             let replica = Replica::start(
-                spec(journal),
+                spec(journal, length),
                 vec![FragmentStore::open(&store_url).expect("store")],
                 config,
             );
@@ -453,4 +460,42 @@ async fn a_failed_commit_fails_the_appends_behind_it_and_leaves_no_trace() {
     for replica in [p, a, b] {
         assert_eq!(content_of(replica, end).await, expected);
     }
+}
+
+/// A member with a much smaller memory budget than its primary asks it to roll once its
+/// spool outgrows its own share (only the primary rolls): appends of three times that
+/// member's budget all go through, in fragments it could hold.
+#[tokio::test]
+async fn a_replica_short_of_memory_gets_its_primary_to_roll() {
+    let journal = "replication/small-replica";
+    // `b` has 16 MiB (a 4 MiB spool share); the primary's share is the 64 MiB fragment.
+    let cluster = cluster_with(journal, "64MiB", [512 << 20, 512 << 20, 16 << 20]);
+    let p = &cluster.replicas[0];
+    let record = Bytes::from(vec![b'x'; 512 << 10]);
+    let mut end = 0;
+    for _ in 0..96 {
+        let chunks: BoxStream<'static, Result<AppendChunk, String>> = Box::pin(stream::iter([
+            Ok(AppendChunk::Content(record.clone())),
+            Ok(AppendChunk::Commit),
+        ]));
+        let out = tokio::time::timeout(
+            Duration::from_secs(20),
+            p.append(AppendParams::default(), chunks),
+        )
+        .await
+        .expect("the append is answered")
+        .expect("append");
+        end = out.commit.end;
+    }
+    assert_eq!(end, 96 * (512 << 10));
+    let fragments = p.fragments();
+    assert!(
+        fragments.len() >= 6,
+        "the primary rolled for its small member: {} fragments",
+        fragments.len()
+    );
+    assert!(
+        fragments.iter().all(|f| f.end - f.begin <= 8 << 20),
+        "every fragment fits the small member's budget"
+    );
 }

@@ -32,6 +32,17 @@ struct Cluster {
     _dir: tempfile::TempDir,
 }
 
+impl Drop for Cluster {
+    /// A failed test shows what its brokers logged.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for broker in &self.brokers {
+                eprintln!("==== broker at {}\n{}", broker.endpoint, broker.log_text());
+            }
+        }
+    }
+}
+
 fn start_cluster(n: usize) -> Cluster {
     let etcd = folio_tests::etcd_endpoint().expect("etcd test environment");
     start_cluster_on(n, &etcd)
@@ -1087,4 +1098,62 @@ async fn a_replica_in_the_readers_zone_serves_its_reads() {
     let content = tokio::time::timeout(Duration::from_secs(2), reading).await;
     cluster.brokers[primary].signal("CONT").expect("SIGCONT");
     assert_eq!(content.expect("served without the primary"), b"one\ntwo\n");
+}
+
+/// Two brokers, replication 1: 64 MiB acknowledged in one spool, then SIGTERM of the
+/// journal's broker. The hand-off moves the journal to the other broker, whose spool starts
+/// at the end, so the old one holds the only copy until its upload finishes: it must not
+/// exit before (it once did, its handed-over replica persisting in the background, and the
+/// rolling-restart test found the hole in the bucket). Every byte is in the bucket after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handed_over_replica_finishes_its_upload_before_its_broker_exits() {
+    let mut cluster = start_cluster(2);
+    let journal = "cluster/hand-off-upload/part-000".to_owned();
+    let mut clients = Vec::new();
+    for broker in &cluster.brokers {
+        clients.push(Some(broker.client().await.expect("broker answers")));
+    }
+    let spec = {
+        let yaml = format!(
+            "journals:\n  - name: {journal}\n    fragment: {{ length: 512MiB, compression_codec: NONE, refresh_interval: 1s }}\n"
+        );
+        SpecsDocument::from_yaml(&yaml).expect("spec").remove(0)
+    };
+    let response = clients[0]
+        .as_mut()
+        .expect("live")
+        .apply(ApplyRequest {
+            changes: vec![apply_request::Change {
+                expect_mod_revision: 0,
+                upsert: Some(spec),
+                delete: String::new(),
+            }],
+        })
+        .await
+        .expect("apply")
+        .into_inner();
+    assert_eq!(response.status(), Status::Ok);
+    let (_, primary) = full_route(&mut clients, &journal, 1).await;
+    let client = clients[primary].as_mut().expect("live");
+    let chunk: Vec<u8> = (0..1 << 20).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut end = 0;
+    for _ in 0..64 {
+        end = append_retrying(client, &journal, &chunk).await + chunk.len() as i64;
+    }
+    drop(clients);
+    let status = cluster.brokers[primary].terminate().expect("terminate");
+    assert!(
+        status.success(),
+        "the handed-over broker exits 0: {status:?}"
+    );
+    let bucket = drain_and_read_bucket(&mut cluster, &journal).await;
+    assert_eq!(
+        bucket.len() as i64,
+        end,
+        "every acknowledged byte is in the bucket"
+    );
+    assert!(
+        bucket.chunks(chunk.len()).all(|c| c == &chunk[..]),
+        "the bucket holds what was appended"
+    );
 }

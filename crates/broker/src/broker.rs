@@ -59,6 +59,9 @@ pub struct Broker {
     /// Wakes the resolver (a pulse finished: its route can be advertised).
     wake: tokio::sync::Notify,
     exiting: AtomicBool,
+    /// Shutdowns of replicas this broker no longer serves, still persisting their last
+    /// fragments: the broker's own shutdown waits for them too.
+    retiring: Mutex<Vec<tokio::task::JoinHandle<usize>>>,
     /// See [`crate::BrokerConfig::single_broker`].
     single_broker: bool,
 }
@@ -99,6 +102,7 @@ impl Broker {
             pulsing: Mutex::new(std::collections::HashSet::new()),
             wake: tokio::sync::Notify::new(),
             exiting: AtomicBool::new(false),
+            retiring: Mutex::new(Vec::new()),
             single_broker: config.single_broker,
         }
     }
@@ -303,15 +307,19 @@ impl Broker {
         }
         // In the background: a replica persisting its last fragment must not hold up the
         // resolver (which, on the leader, also runs the allocator).
+        let mut retiring = lock(&self.retiring);
+        retiring.retain(|task| !task.is_finished());
         for replica in to_stop {
             tracing::info!(journal = %replica.name(), "no longer serving journal");
-            tokio::spawn(async move {
+            retiring.push(tokio::spawn(async move {
                 let left = replica.shutdown(Duration::from_secs(30)).await;
                 if left > 0 {
                     tracing::error!(journal = %replica.name(), bytes = left, "stopped with unpersisted content");
                 }
-            });
+                left
+            }));
         }
+        drop(retiring);
         advertise
     }
 
@@ -441,14 +449,35 @@ impl Broker {
         }
     }
 
-    /// Stops serving: no new appends, every spool persisted within `grace`. Returns the
-    /// bytes left unpersisted.
+    /// Stops serving: no new appends, every spool persisted within `grace`, and every
+    /// replica handed over earlier done persisting too. Returns the bytes left unpersisted
+    /// (at least 1 when a handed-over replica did not finish).
     pub(crate) async fn shutdown(&self, grace: Duration) -> usize {
         self.exiting.store(true, Ordering::SeqCst);
         let replicas: Vec<Replica> = lock(&self.replicas).drain().map(|(_, r)| r).collect();
+        // Replicas handed over earlier may still be persisting what only they hold (the
+        // journal's new members started after it): the process must not end under them.
+        let retiring: Vec<_> = std::mem::take(&mut *lock(&self.retiring));
+        if !retiring.is_empty() {
+            tracing::info!(
+                replicas = retiring.len(),
+                "waiting for handed-over replicas to persist their last fragments"
+            );
+        }
         // All at once: the grace bounds the whole shutdown, not each journal's.
         let stopping = replicas.iter().map(|replica| replica.shutdown(grace));
-        futures::future::join_all(stopping).await.into_iter().sum()
+        let retired = async {
+            match tokio::time::timeout(grace, futures::future::join_all(retiring)).await {
+                Ok(done) => done.into_iter().map(|d| d.unwrap_or(1)).sum(),
+                Err(_) => {
+                    tracing::error!("handed-over replicas did not persist within the grace");
+                    1
+                }
+            }
+        };
+        let (left, retired): (Vec<usize>, usize) =
+            futures::future::join(futures::future::join_all(stopping), retired).await;
+        left.into_iter().sum::<usize>() + retired
     }
 
     /// Sum of memory held by replicas' spools and unpersisted fragments.

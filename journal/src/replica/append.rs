@@ -331,9 +331,17 @@ impl Replica {
         topology: &Topology,
         connector: &dyn Connector,
     ) -> Result<()> {
+        let replica = Arc::downgrade(&self.inner);
+        let on_roll_requested: crate::pipeline::RollRequested = Box::new(move || {
+            if let Some(inner) = replica.upgrade() {
+                inner
+                    .roll_requested
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
         append
             .pipeline
-            .open(&self.inner.name, topology, connector)
+            .open(&self.inner.name, topology, connector, on_roll_requested)
             .await?;
         // Each round either agrees or moves this spool to a larger offset a peer holds,
         // so a few rounds settle any route.

@@ -152,10 +152,16 @@ impl Replica {
                     state.spool_charge = Some(charge);
                 }
             }
+            // Only the primary rolls: past this broker's own share of its budget, ask it to.
+            let budget = &self.inner.config.budget;
+            let roll_requested = state.spool.len() as usize >= budget.spool_share();
             drop(state);
             // Readable once the primary confirms every member acknowledged it.
-            tracing::trace!(journal = %self.inner.name, end = commit.end, "commit applied");
-            return ok;
+            tracing::trace!(journal = %self.inner.name, end = commit.end, roll_requested, "commit applied");
+            return ReplicateResponse {
+                roll_requested,
+                ..ok
+            };
         }
         // The fragment as it is: a rollback of content sent, or the confirmation that
         // every member acknowledged the committed content (the primary proposes only
