@@ -109,11 +109,22 @@ fn spec(name: &str, replication: u32) -> folio_protocol::JournalSpec {
 }
 
 async fn create(client: &mut Client, names: &[String], replication: u32) {
-    let changes = names
-        .iter()
-        .map(|name| apply_request::Change {
+    let specs = names.iter().map(|name| spec(name, replication)).collect();
+    apply_specs(client, specs).await;
+}
+
+/// Applies the journal specs of `yaml` (a specs document).
+async fn apply_yaml(client: &mut Client, yaml: &str) {
+    apply_specs(client, SpecsDocument::from_yaml(yaml).expect("specs")).await;
+}
+
+/// Creates every journal of `specs`.
+async fn apply_specs(client: &mut Client, specs: Vec<folio_protocol::JournalSpec>) {
+    let changes = specs
+        .into_iter()
+        .map(|spec| apply_request::Change {
             expect_mod_revision: 0,
-            upsert: Some(spec(name, replication)),
+            upsert: Some(spec),
             delete: String::new(),
         })
         .collect();
@@ -881,26 +892,10 @@ async fn an_s3_outage_under_replication_fails_appends_cleanly_and_loses_nothing(
     for broker in &cluster.brokers {
         clients.push(Some(broker.client().await.expect("broker answers")));
     }
-    let spec = {
-        let yaml = format!(
-            "journals:\n  - name: {journal}\n    replication: 3\n    fragment: {{ length: 256KiB, compression_codec: NONE, refresh_interval: 1s }}\n"
-        );
-        SpecsDocument::from_yaml(&yaml).expect("spec").remove(0)
-    };
-    let response = clients[0]
-        .as_mut()
-        .expect("live")
-        .apply(ApplyRequest {
-            changes: vec![apply_request::Change {
-                expect_mod_revision: 0,
-                upsert: Some(spec),
-                delete: String::new(),
-            }],
-        })
-        .await
-        .expect("apply")
-        .into_inner();
-    assert_eq!(response.status(), Status::Ok);
+    let yaml = format!(
+        "journals:\n  - name: {journal}\n    replication: 3\n    fragment: {{ length: 256KiB, compression_codec: NONE, refresh_interval: 1s }}\n"
+    );
+    apply_yaml(clients[0].as_mut().expect("live"), &yaml).await;
     full_route(&mut clients, &journal, 3).await;
     let (_, primary) = full_route(&mut clients, &journal, 3).await;
 
@@ -1113,26 +1108,10 @@ async fn a_handed_over_replica_finishes_its_upload_before_its_broker_exits() {
     for broker in &cluster.brokers {
         clients.push(Some(broker.client().await.expect("broker answers")));
     }
-    let spec = {
-        let yaml = format!(
-            "journals:\n  - name: {journal}\n    fragment: {{ length: 512MiB, compression_codec: NONE, refresh_interval: 1s }}\n"
-        );
-        SpecsDocument::from_yaml(&yaml).expect("spec").remove(0)
-    };
-    let response = clients[0]
-        .as_mut()
-        .expect("live")
-        .apply(ApplyRequest {
-            changes: vec![apply_request::Change {
-                expect_mod_revision: 0,
-                upsert: Some(spec),
-                delete: String::new(),
-            }],
-        })
-        .await
-        .expect("apply")
-        .into_inner();
-    assert_eq!(response.status(), Status::Ok);
+    let yaml = format!(
+        "journals:\n  - name: {journal}\n    fragment: {{ length: 512MiB, compression_codec: NONE, refresh_interval: 1s }}\n"
+    );
+    apply_yaml(clients[0].as_mut().expect("live"), &yaml).await;
     let (_, primary) = full_route(&mut clients, &journal, 1).await;
     let client = clients[primary].as_mut().expect("live");
     let chunk: Vec<u8> = (0..1 << 20).map(|i| b'a' + (i % 26) as u8).collect();
