@@ -66,6 +66,7 @@ pub mod message_id;
 pub mod read;
 mod retry;
 pub mod routes;
+pub mod sequencer;
 
 pub use append::{AppendOptions, Appended, Appender};
 pub use bucket::{BucketReadOptions, BucketReader, GapPolicy};
