@@ -62,6 +62,7 @@ mod connect;
 mod error;
 mod fragment_url;
 pub mod fragments;
+pub mod framing;
 pub mod message_id;
 pub mod read;
 mod retry;
