@@ -343,6 +343,11 @@ impl Replica {
         lock(&self.inner.spec).clone()
     }
 
+    /// The spec's replication (without copying the spec).
+    pub fn replication(&self) -> i32 {
+        lock(&self.inner.spec).replication
+    }
+
     /// Applies an updated spec (codec, lengths, rate; stores apply at the next start).
     /// It never waits for an append in progress: the next append picks it up.
     pub fn set_spec(&self, spec: JournalSpec) {

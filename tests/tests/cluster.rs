@@ -542,16 +542,22 @@ async fn full_route(
     }
 }
 
+/// A client of every broker of `cluster` (each answers first).
+async fn clients_of(cluster: &Cluster) -> Vec<Option<Client>> {
+    let mut clients = Vec::new();
+    for broker in &cluster.brokers {
+        clients.push(Some(broker.client().await.expect("broker answers")));
+    }
+    clients
+}
+
 /// Clients of every broker of `cluster`, once `journal` is created with `replication`.
 async fn clients_with_journal(
     cluster: &Cluster,
     journal: &str,
     replication: u32,
 ) -> Vec<Option<Client>> {
-    let mut clients = Vec::new();
-    for broker in &cluster.brokers {
-        clients.push(Some(broker.client().await.expect("broker answers")));
-    }
+    let mut clients = clients_of(cluster).await;
     let first = clients[0].as_mut().expect("live");
     create(first, &[journal.to_owned()], replication).await;
     clients
@@ -569,11 +575,6 @@ async fn verify_everywhere(
         .position(Option::is_some)
         .expect("a live broker");
     let client = clients[live].as_mut().expect("live");
-    if std::env::var_os("FOLIO_TEST_LOGS").is_some() {
-        for broker in &cluster.brokers {
-            eprintln!("==== {}\n{}", broker.endpoint, broker.log_text());
-        }
-    }
     let through_broker = read_all(client, &writer.journal, writer.end()).await;
     writer.verify(&through_broker, "a broker");
     drop(clients);
@@ -588,11 +589,6 @@ async fn drain_and_read_bucket(cluster: &mut Cluster, journal: &str) -> Vec<u8> 
         if broker.is_running() {
             let status = broker.terminate().expect("terminate");
             assert!(status.success() || status.code() == Some(1), "{status:?}");
-        }
-    }
-    if std::env::var_os("FOLIO_TEST_LOGS").is_some() {
-        for broker in &cluster.brokers {
-            eprintln!("==== {}\n{}", broker.endpoint, broker.log_text());
         }
     }
     let store = folio_fragment_store::FragmentStore::open(&cluster.store_url).expect("store");
@@ -772,9 +768,6 @@ async fn a_rolling_restart_under_load_keeps_every_route_whole() {
             "broker-{b}: handed over and stopped in {:.2} s",
             started.elapsed().as_secs_f64()
         );
-        if std::env::var_os("FOLIO_TEST_LOGS").is_some() {
-            eprintln!("{}", cluster.brokers[b].log_text());
-        }
         cluster.brokers[b].restart().expect("restart");
         clients[b] = Some(cluster.brokers[b].client().await.expect("answers"));
         full_route(&mut clients, &journal, 3).await;
@@ -888,15 +881,11 @@ async fn an_s3_outage_under_replication_fails_appends_cleanly_and_loses_nothing(
     let extra = ["--memory-budget", "8MiB", "--budget-wait", "1s"];
     let mut cluster = start_cluster_with(3, &etcd, &prefix, store_url, &extra);
     let journal = "cluster/s3-outage/part-000".to_owned();
-    let mut clients = Vec::new();
-    for broker in &cluster.brokers {
-        clients.push(Some(broker.client().await.expect("broker answers")));
-    }
+    let mut clients = clients_of(&cluster).await;
     let yaml = format!(
         "journals:\n  - name: {journal}\n    replication: 3\n    fragment: {{ length: 256KiB, compression_codec: NONE, refresh_interval: 1s }}\n"
     );
     apply_yaml(clients[0].as_mut().expect("live"), &yaml).await;
-    full_route(&mut clients, &journal, 3).await;
     let (_, primary) = full_route(&mut clients, &journal, 3).await;
 
     let mut acked: Vec<(i64, Vec<u8>)> = Vec::new();
@@ -1104,10 +1093,7 @@ async fn a_replica_in_the_readers_zone_serves_its_reads() {
 async fn a_handed_over_replica_finishes_its_upload_before_its_broker_exits() {
     let mut cluster = start_cluster(2);
     let journal = "cluster/hand-off-upload/part-000".to_owned();
-    let mut clients = Vec::new();
-    for broker in &cluster.brokers {
-        clients.push(Some(broker.client().await.expect("broker answers")));
-    }
+    let mut clients = clients_of(&cluster).await;
     let yaml = format!(
         "journals:\n  - name: {journal}\n    fragment: {{ length: 512MiB, compression_codec: NONE, refresh_interval: 1s }}\n"
     );

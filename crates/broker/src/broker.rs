@@ -183,19 +183,31 @@ impl Broker {
     }
 
     /// Whether a spec named `journal` exists.
-    /// The members an append to `journal` needs in its route (its spec's replication; 1
-    /// for a single broker), or `None` when there is no such journal.
-    pub(crate) fn required_members(&self, journal: &str) -> Option<usize> {
+    /// Whether `journal` (a `;suffix` is ignored) has a spec.
+    pub(crate) fn has_spec(&self, journal: &str) -> bool {
         let (name, _) = folio_protocol::split_meta(journal);
-        let kv = self.view.get(&self.layout.spec_key(name))?;
+        self.view.get(&self.layout.spec_key(name)).is_some()
+    }
+
+    /// The members an append to `journal` needs in its route (its spec's replication; 1
+    /// for a single broker), or `None` when there is no such journal. `local` is this
+    /// broker's replica of it, if any: its spec answers without decoding the stored one.
+    pub(crate) fn required_members(&self, journal: &str, local: Option<&Replica>) -> Option<usize> {
+        let replication = match local {
+            Some(replica) if self.has_spec(journal) => replica.replication(),
+            Some(_) => return None,
+            None => {
+                let (name, _) = folio_protocol::split_meta(journal);
+                let kv = self.view.get(&self.layout.spec_key(name))?;
+                // A spec that does not decode was refused at apply; count it as 1.
+                self.layout
+                    .decode_spec(&kv)
+                    .map_or(1, |e| e.spec.replication)
+            }
+        };
         if self.single_broker {
             return Some(1);
         }
-        // A spec that does not decode was refused at apply; count it as replication 1.
-        let replication = self
-            .layout
-            .decode_spec(&kv)
-            .map_or(1, |e| e.spec.replication);
         Some(usize::try_from(replication).unwrap_or(1).max(1))
     }
 

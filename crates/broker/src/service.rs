@@ -89,14 +89,21 @@ impl JournalService {
         }
         let route = self.broker.route(journal);
         let replica = self.broker.replica(journal);
-        let purpose = self
-            .broker
-            .required_members(journal)
-            .map(|members| match kind {
-                Kind::Append => Purpose::Append { members },
-                Kind::Read => Purpose::Read { any_member: true },
-                Kind::ListFragments => Purpose::Read { any_member: false },
-            });
+        // Only an append needs the spec's replication; reads need the spec to exist.
+        let purpose = match kind {
+            Kind::Append => self
+                .broker
+                .required_members(journal, replica.as_ref())
+                .map(|members| Purpose::Append { members }),
+            Kind::Read => self
+                .broker
+                .has_spec(journal)
+                .then_some(Purpose::Read { any_member: true }),
+            Kind::ListFragments => self
+                .broker
+                .has_spec(journal)
+                .then_some(Purpose::Read { any_member: false }),
+        };
         let target = proxy::target(
             &route,
             self.broker.id(),
