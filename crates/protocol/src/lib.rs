@@ -5,6 +5,8 @@
 //! This crate owns:
 //! - the generated protocol types and tonic stubs of `proto/protocol.proto`, which is
 //!   wire-compatible with Gazette's broker protocol (package `protocol`, service `Journal`);
+//! - the same for Gazette's consumer protocol ([`consumer`], service `Shard`) and the
+//!   recovery-log hints it refers to ([`recoverylog`]);
 //! - journal name rules ([`validate_journal_name`]);
 //! - labels and label sets ([`LabelSet`] helpers in [`label`]);
 //! - label selectors: parsing the text form, formatting it back, matching, and the
@@ -36,13 +38,32 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/protocol.rs"));
 }
 
+/// The generated consumer protocol types and gRPC stubs (`package consumer`, service
+/// `Shard`), wire-compatible with Gazette's consumer protocol.
+#[allow(missing_docs, clippy::all, missing_debug_implementations)]
+pub mod consumer {
+    include!(concat!(env!("OUT_DIR"), "/consumer.rs"));
+}
+
+/// The generated recovery-log hints (`package recoverylog`) that the consumer protocol
+/// refers to.
+#[allow(missing_docs, clippy::all, missing_debug_implementations)]
+pub mod recoverylog {
+    include!(concat!(env!("OUT_DIR"), "/recoverylog.rs"));
+}
+
+/// The package path that generated code of other packages uses for `protocol` types.
+mod protocol {
+    pub(crate) use crate::proto::*;
+}
+
 pub use journal_name::{split_meta, validate_journal_name};
 pub use path_postfix::PathPostfixTemplate;
 pub use proto::*;
 pub use spec_doc::{JournalSpecDoc, SpecsDocument};
 pub use validation::ValidationError;
 
-/// The encoded `FileDescriptorSet` of `proto/protocol.proto`, for gRPC reflection and
+/// The encoded `FileDescriptorSet` of the files in `proto/`, for gRPC reflection and
 /// for checking the wire contract.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/protocol_descriptor.bin"));

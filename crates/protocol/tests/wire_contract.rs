@@ -1,16 +1,17 @@
-//! Pins the wire contract: every fact of Gazette's broker protocol (the fixture
-//! `fixtures/gazette-protocol-facts.tsv`: each RPC, message field and enum value at the
-//! Gazette version Folio targets) must hold in Folio's generated descriptors, and every
-//! message reachable from the `Journal` service must carry no field below 1000 that
-//! Gazette does not have.
+//! Pins the wire contract: every fact of Gazette's broker and consumer protocols (the
+//! fixtures `fixtures/gazette-protocol-facts.tsv` and `fixtures/gazette-consumer-facts.tsv`:
+//! each RPC, message field and enum value at the Gazette version Folio targets) must hold
+//! in Folio's generated descriptors, and every message reachable from the `Journal` and
+//! `Shard` services must carry no field below 1000 that Gazette does not have.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use prost::Message;
 use prost_types::field_descriptor_proto::{Label, Type};
-use prost_types::{DescriptorProto, EnumDescriptorProto, FileDescriptorSet};
+use prost_types::{DescriptorProto, EnumDescriptorProto, FileDescriptorProto, FileDescriptorSet};
 
-const FACTS: &str = include_str!("fixtures/gazette-protocol-facts.tsv");
+const BROKER_FACTS: &str = include_str!("fixtures/gazette-protocol-facts.tsv");
+const CONSUMER_FACTS: &str = include_str!("fixtures/gazette-consumer-facts.tsv");
 
 /// Every message and enum of the descriptor set by full name (`.protocol.Route`).
 #[derive(Default)]
@@ -67,25 +68,56 @@ fn descriptors() -> FileDescriptorSet {
     FileDescriptorSet::decode(folio_protocol::FILE_DESCRIPTOR_SET).expect("descriptor set decodes")
 }
 
-#[test]
-fn every_gazette_fact_holds() {
-    let set = descriptors();
-    let file = set
-        .file
-        .iter()
-        .find(|f| f.package() == "protocol")
-        .expect("the protocol file is in the descriptor set");
+/// Every message and enum of every Folio file in the set.
+fn index(set: &FileDescriptorSet) -> Index<'_> {
     let mut index = Index::default();
-    for message in &file.message_type {
-        index.add_message(".protocol", message);
+    for file in &set.file {
+        let scope = format!(".{}", file.package());
+        for message in &file.message_type {
+            index.add_message(&scope, message);
+        }
+        for e in &file.enum_type {
+            index.enums.insert(format!("{scope}.{}", e.name()), e);
+        }
     }
-    for e in &file.enum_type {
-        index.enums.insert(format!(".protocol.{}", e.name()), e);
-    }
+    index
+}
+
+fn file<'a>(set: &'a FileDescriptorSet, package: &str) -> &'a FileDescriptorProto {
+    set.file
+        .iter()
+        .find(|f| f.package() == package)
+        .unwrap_or_else(|| panic!("the {package} file is in the descriptor set"))
+}
+
+#[test]
+fn every_gazette_broker_fact_holds() {
+    let checked = check_facts("protocol", BROKER_FACTS);
+    assert!(
+        checked > 150,
+        "the fixture has all the facts ({checked} rows read)"
+    );
+}
+
+#[test]
+fn every_gazette_consumer_fact_holds() {
+    let checked = check_facts("consumer", CONSUMER_FACTS);
+    assert!(
+        checked > 100,
+        "the fixture has all the facts ({checked} rows read)"
+    );
+}
+
+/// Checks every row of `facts` against the descriptors; RPC rows name services of the
+/// `package` file. Returns how many rows were checked.
+fn check_facts(package: &str, facts: &str) -> usize {
+    let set = descriptors();
+    let file = file(&set, package);
+    let index = index(&set);
 
     let mut checked = 0;
     let mut failures = Vec::new();
-    for line in FACTS
+    for line in facts
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
     {
@@ -166,29 +198,37 @@ fn every_gazette_fact_holds() {
         }
     }
     assert!(
-        checked > 150,
-        "the fixture has all the facts ({checked} rows read)"
-    );
-    assert!(
         failures.is_empty(),
         "wire contract broken:\n{}",
         failures.join("\n")
     );
+    checked
 }
 
 #[test]
-fn reachable_messages_add_nothing_below_1000() {
+fn broker_messages_add_nothing_below_1000() {
+    check_additions("protocol", "Journal", &[], BROKER_FACTS);
+}
+
+#[test]
+fn consumer_messages_add_nothing_below_1000() {
+    // Checkpoints and consumer specs are stored, not sent by the service.
+    check_additions(
+        "consumer",
+        "Shard",
+        &[".consumer.Checkpoint", ".consumer.ConsumerSpec"],
+        CONSUMER_FACTS,
+    );
+}
+
+/// Walks every message reachable from `service` of `package` (and from `roots`) within
+/// the packages that `facts` describes: each must be in the facts, and each field below
+/// 1000 must be Gazette's. Every message of the facts must be reached.
+fn check_additions(package: &str, service: &str, roots: &[&str], facts: &str) {
     let set = descriptors();
-    let file = set
-        .file
-        .iter()
-        .find(|f| f.package() == "protocol")
-        .expect("protocol file");
-    let mut index = Index::default();
-    for message in &file.message_type {
-        index.add_message(".protocol", message);
-    }
-    let facts: BTreeSet<(String, String)> = FACTS
+    let file = file(&set, package);
+    let index = index(&set);
+    let facts: BTreeSet<(String, String)> = facts
         .lines()
         .filter(|l| l.starts_with("field\t"))
         .map(|l| {
@@ -197,21 +237,23 @@ fn reachable_messages_add_nothing_below_1000() {
         })
         .collect();
     let fact_messages: BTreeSet<&String> = facts.iter().map(|(m, _)| m).collect();
+    let in_scope = |name: &str| fact_messages.iter().any(|m| same_package(m, name));
 
     let service = file
         .service
         .iter()
-        .find(|s| s.name() == "Journal")
-        .expect("Journal service");
+        .find(|s| s.name() == service)
+        .unwrap_or_else(|| panic!("service {service}"));
     let mut todo: Vec<String> = service
         .method
         .iter()
         .flat_map(|m| [m.input_type().to_owned(), m.output_type().to_owned()])
+        .chain(roots.iter().map(|r| (*r).to_owned()))
         .collect();
     let mut seen = BTreeSet::new();
     let mut problems = Vec::new();
     while let Some(name) = todo.pop() {
-        if !name.starts_with(".protocol.") || !seen.insert(name.clone()) {
+        if !in_scope(&name) || !seen.insert(name.clone()) {
             continue;
         }
         let message = index
@@ -220,7 +262,8 @@ fn reachable_messages_add_nothing_below_1000() {
             .expect("reachable message is declared");
         if !fact_messages.contains(&name) {
             problems.push(format!(
-                "{name} is reachable from Journal but not in Gazette's facts"
+                "{name} is reachable from {} but not in Gazette's facts",
+                service.name()
             ));
         }
         for field in &message.field {
@@ -240,9 +283,16 @@ fn reachable_messages_add_nothing_below_1000() {
     for m in fact_messages {
         if !seen.contains(m) {
             problems.push(format!(
-                "{m} is in Gazette's facts but not reachable from Journal"
+                "{m} is in Gazette's facts but not reachable from {}",
+                service.name()
             ));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Whether two full names (`.consumer.ShardSpec`) are in the same package.
+fn same_package(a: &str, b: &str) -> bool {
+    let package = |n: &str| n.split('.').nth(1).map(str::to_owned);
+    package(a) == package(b)
 }
