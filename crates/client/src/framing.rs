@@ -1,9 +1,15 @@
-//! Framing messages in journals: JSON lines, each message carrying its id.
+//! Framing messages in journals: JSON lines, and length-prefixed protobuf.
 //!
-//! A journal is bytes; messages are records in it. With JSON lines, each message is one
-//! JSON object on one line, and its [message id](crate::message_id) is the string field
-//! [`ID_FIELD`] of that object. [`LineSplitter`] cuts the content a reader gets (in chunks
-//! that end anywhere) back into whole lines.
+//! A journal is bytes; messages are records in it.
+//! - With JSON lines, each message is one JSON object on one line, and its
+//!   [message id](crate::message_id) is the string field [`ID_FIELD`] of that object.
+//!   [`LineSplitter`] cuts the content a reader gets (in chunks that end anywhere) back
+//!   into whole lines.
+//! - With protobuf, each message is an 8-byte header (the magic word [`PROTO_MAGIC`], then
+//!   the payload's length as a little-endian `u32`) and the encoded message, as Gazette
+//!   frames them. [`FrameSplitter`] cuts content back into payloads; the magic word lets it
+//!   find the next frame after bytes that are not one. Where a protobuf message keeps its
+//!   id is up to its type.
 
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
@@ -24,6 +30,84 @@ pub enum FramingError {
     /// The line has no id field, or it is not a UUID.
     #[error("the message has no {ID_FIELD:?} field holding a UUID: {0}")]
     NoId(String),
+    /// A protobuf message is larger than a frame header can say.
+    #[error("a protobuf message of {0} bytes is over the 4 GiB frame limit")]
+    TooLarge(usize),
+}
+
+/// The first 4 bytes of every protobuf frame.
+pub const PROTO_MAGIC: [u8; 4] = [0x66, 0x33, 0x93, 0x36];
+
+/// Bytes of a protobuf frame's header: the magic word and the payload length.
+pub const PROTO_HEADER: usize = 8;
+
+/// `message` as one protobuf frame: [`PROTO_MAGIC`], the little-endian payload length,
+/// the payload.
+pub fn frame_proto<M: prost::Message>(message: &M) -> Result<Bytes, FramingError> {
+    let len = message.encoded_len();
+    let len32 = u32::try_from(len).map_err(|_| FramingError::TooLarge(len))?;
+    let mut frame = BytesMut::with_capacity(PROTO_HEADER + len);
+    frame.extend_from_slice(&PROTO_MAGIC);
+    frame.extend_from_slice(&len32.to_le_bytes());
+    message
+        .encode(&mut frame)
+        .expect("the buffer has the message's encoded length");
+    Ok(frame.freeze())
+}
+
+/// Cuts content, in chunks that may end anywhere, into protobuf frame payloads.
+///
+/// Bytes that do not start a frame (a torn write, content that is not protobuf frames) are
+/// skipped up to the next magic word and counted in [`skipped`](Self::skipped).
+#[derive(Debug, Default)]
+pub struct FrameSplitter {
+    partial: BytesMut,
+    skipped: u64,
+}
+
+impl FrameSplitter {
+    /// A splitter with nothing held.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The payloads of the frames `chunk` completes, in order; the rest is held.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<Bytes> {
+        self.partial.extend_from_slice(chunk);
+        let mut payloads = Vec::new();
+        loop {
+            if self.partial.len() >= PROTO_MAGIC.len() && self.partial[..4] != PROTO_MAGIC {
+                let next = self
+                    .partial
+                    .windows(PROTO_MAGIC.len())
+                    .position(|w| w == PROTO_MAGIC)
+                    .unwrap_or(self.partial.len() + 1 - PROTO_MAGIC.len());
+                self.skipped += next as u64;
+                let _ = self.partial.split_to(next);
+                continue;
+            }
+            if self.partial.len() < PROTO_HEADER {
+                break;
+            }
+            let len = u32::from_le_bytes(self.partial[4..8].try_into().expect("4 bytes")) as usize;
+            if self.partial.len() < PROTO_HEADER + len {
+                break;
+            }
+            let _ = self.partial.split_to(PROTO_HEADER);
+            payloads.push(self.partial.split_to(len).freeze());
+        }
+        payloads
+    }
+
+    /// Bytes of a frame not ended yet.
+    pub fn held(&self) -> usize {
+        self.partial.len()
+    }
+
+    /// Bytes skipped because they did not start a frame.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
 }
 
 /// `message` as one JSON line (with its trailing newline), its [`ID_FIELD`] set to `id`.
@@ -139,6 +223,75 @@ mod tests {
             unframe_json(b"not json"),
             Err(FramingError::Json(_))
         ));
+    }
+
+    #[test]
+    fn protobuf_frames_match_gazettes_layout_and_resync() {
+        // The header is the magic word and the payload length, little-endian.
+        let payload = prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 5,
+        };
+        let frame = frame_proto(&payload).expect("frame");
+        assert_eq!(&frame[..4], &[0x66, 0x33, 0x93, 0x36]);
+        let len = prost::Message::encoded_len(&payload) as u32;
+        assert_eq!(&frame[4..8], &len.to_le_bytes());
+
+        let mut splitter = FrameSplitter::new();
+        let mut content = b"junk".to_vec();
+        content.extend_from_slice(&frame);
+        content.extend_from_slice(&frame);
+        let got = splitter.push(&content);
+        assert_eq!(got.len(), 2);
+        let decoded: prost_types::Timestamp =
+            prost::Message::decode(got[0].clone()).expect("decode");
+        assert_eq!(decoded, payload);
+        assert_eq!(splitter.skipped(), 4);
+        assert_eq!(splitter.held(), 0);
+    }
+
+    proptest! {
+        /// However content is cut into chunks, the frame splitter gives back the payloads.
+        #[test]
+        fn frames_survive_any_chunking(
+            payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..60), 0..20),
+            cuts in proptest::collection::vec(1usize..50, 0..40),
+        ) {
+            let content: Vec<u8> = payloads
+                .iter()
+                .flat_map(|p| frame_proto(&bytes_message(p)).expect("frame").to_vec())
+                .collect();
+            let mut splitter = FrameSplitter::new();
+            let mut got = Vec::new();
+            let mut at = 0;
+            for cut in cuts.iter().chain(std::iter::repeat(&7)) {
+                if at >= content.len() {
+                    break;
+                }
+                let end = (at + cut).min(content.len());
+                got.extend(splitter.push(&content[at..end]));
+                at = end;
+            }
+            prop_assert_eq!(splitter.held(), 0);
+            prop_assert_eq!(splitter.skipped(), 0);
+            let expected: Vec<Bytes> = payloads.iter().map(|p| {
+                Bytes::from(prost::Message::encode_to_vec(&bytes_message(p)))
+            }).collect();
+            prop_assert_eq!(got, expected);
+        }
+    }
+
+    /// A protobuf message with one bytes field.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Blob {
+        #[prost(bytes = "vec", tag = "1")]
+        value: Vec<u8>,
+    }
+
+    fn bytes_message(bytes: &[u8]) -> Blob {
+        Blob {
+            value: bytes.to_vec(),
+        }
     }
 
     proptest! {

@@ -31,6 +31,19 @@ struct Producer<M> {
     acked: Option<Clock>,
     /// The pending transaction's messages, by clock.
     pending: Vec<(Clock, M)>,
+    /// The journal offset of the pending transaction's first message read.
+    begin: Option<i64>,
+}
+
+/// What a checkpoint keeps of one producer: enough to read its messages again from
+/// `begin` after a restart and release each committed one exactly once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerState {
+    /// The last acknowledged clock, if any.
+    pub last_ack: Option<Clock>,
+    /// The journal offset where the producer's pending transaction begins, if one is
+    /// pending: reading must start there again to recover its messages.
+    pub begin: Option<i64>,
 }
 
 impl<M> Default for Sequencer<M> {
@@ -47,15 +60,33 @@ impl<M> Sequencer<M> {
         Self::default()
     }
 
-    /// Takes the next message read, with its `id`; returns the messages this commits, in
-    /// order (empty while it waits for its transaction, or when it is a duplicate, a
-    /// rollback, or an acknowledgement). An id that is not a message id is an error and
-    /// changes nothing.
-    pub fn push(&mut self, id: &Uuid, message: M) -> Result<Vec<M>, IdError> {
+    /// A sequencer that continues from checkpointed producer states (see
+    /// [`states`](Self::states)); its reader must start at or before every `begin`.
+    pub fn restore(states: impl IntoIterator<Item = (ProducerId, ProducerState)>) -> Self {
+        let producers = states
+            .into_iter()
+            .map(|(id, state)| {
+                let producer = Producer {
+                    acked: state.last_ack,
+                    pending: Vec::new(),
+                    begin: None,
+                };
+                (id, producer)
+            })
+            .collect();
+        Self { producers }
+    }
+
+    /// Takes the next message read, with its `id` and the journal `offset` it begins at;
+    /// returns the messages this commits, in order (empty while it waits for its
+    /// transaction, or when it is a duplicate, a rollback, or an acknowledgement). An id
+    /// that is not a message id is an error and changes nothing.
+    pub fn push(&mut self, id: &Uuid, offset: i64, message: M) -> Result<Vec<M>, IdError> {
         let (producer, clock, flags) = message_id::parse(id)?;
         let state = self.producers.entry(producer).or_insert(Producer {
             acked: None,
             pending: Vec::new(),
+            begin: None,
         });
         let duplicate = state.acked.is_some_and(|acked| clock <= acked);
         let released = match flags {
@@ -63,6 +94,7 @@ impl<M> Sequencer<M> {
                 if !duplicate && !state.pending.iter().any(|(c, _)| *c == clock) {
                     let at = state.pending.partition_point(|(c, _)| *c < clock);
                     state.pending.insert(at, (clock, message));
+                    state.begin = Some(state.begin.map_or(offset, |b| b.min(offset)));
                 }
                 Vec::new()
             }
@@ -71,6 +103,7 @@ impl<M> Sequencer<M> {
                 let rolled_back = state.pending.split_off(cut);
                 drop(rolled_back);
                 let committed = std::mem::take(&mut state.pending);
+                state.begin = None;
                 state.acked = state.acked.max(Some(clock));
                 committed.into_iter().map(|(_, m)| m).collect()
             }
@@ -83,6 +116,9 @@ impl<M> Sequencer<M> {
                     // A producer that publishes outside a transaction has given up the one
                     // it had pending.
                     state.pending.retain(|(c, _)| *c > clock);
+                    if state.pending.is_empty() {
+                        state.begin = None;
+                    }
                     state.acked = Some(clock);
                     vec![message]
                 }
@@ -96,11 +132,28 @@ impl<M> Sequencer<M> {
         self.producers.values().map(|p| p.pending.len()).sum()
     }
 
-    /// Each producer's last acknowledged clock (what a checkpoint records).
+    /// Each producer's last acknowledged clock.
     pub fn acknowledged(&self) -> impl Iterator<Item = (ProducerId, Clock)> + '_ {
         self.producers
             .iter()
             .filter_map(|(id, p)| p.acked.map(|clock| (*id, clock)))
+    }
+
+    /// Each producer's state, as a checkpoint records it.
+    pub fn states(&self) -> impl Iterator<Item = (ProducerId, ProducerState)> + '_ {
+        self.producers.iter().map(|(id, p)| {
+            let state = ProducerState {
+                last_ack: p.acked,
+                begin: (!p.pending.is_empty()).then_some(p.begin).flatten(),
+            };
+            (*id, state)
+        })
+    }
+
+    /// The earliest offset a pending transaction begins at: a reader restarted from a
+    /// checkpoint must start there (or earlier) to see those messages again.
+    pub fn earliest_pending(&self) -> Option<i64> {
+        self.states().filter_map(|(_, s)| s.begin).min()
     }
 }
 
@@ -204,7 +257,7 @@ mod tests {
                     q = (q + 1) % 3;
                 }
                 let (uuid, message) = queues[q].pop_front().expect("non-empty");
-                read.extend(sequencer.push(&uuid, message).expect("a message id"));
+                read.extend(sequencer.push(&uuid, 0, message).expect("a message id"));
             }
             for (p, (_, committed)) in streams.iter().enumerate() {
                 let got: Vec<(u8, u64)> =
@@ -215,26 +268,88 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// A reader that checkpoints its producer states and read-through offset, crashes,
+        /// and restarts from the checkpoint (reading again from the earliest pending
+        /// transaction) still reads exactly the committed messages, once each, in order.
+        #[test]
+        fn restarts_from_checkpoints_read_each_committed_message_once(
+            a in txns(), b in txns(), c in txns(),
+            dups in proptest::collection::vec(0u8..3, 64),
+            picks in proptest::collection::vec(0usize..3, 256),
+            checkpoints in proptest::collection::vec(any::<bool>(), 256),
+            crashes in proptest::collection::vec(0usize..64, 0..4),
+        ) {
+            let streams = [publish(1, &a, &dups), publish(2, &b, &dups), publish(3, &c, &dups)];
+            let mut queues: Vec<std::collections::VecDeque<_>> =
+                streams.iter().map(|(appended, _)| appended.iter().copied().collect()).collect();
+            // The journal: the three producers' appends interleaved; offsets are indexes.
+            let mut journal = Vec::new();
+            let mut pick = picks.iter().cycle();
+            while queues.iter().any(|q| !q.is_empty()) {
+                let mut q = *pick.next().expect("cycle") % 3;
+                while queues[q].is_empty() {
+                    q = (q + 1) % 3;
+                }
+                journal.push(queues[q].pop_front().expect("non-empty"));
+            }
+
+            let mut sequencer = Sequencer::new();
+            let mut read: Vec<Msg> = Vec::new();
+            // The last checkpoint: states, read-through offset and messages released.
+            let mut checkpoint: (Vec<(ProducerId, ProducerState)>, usize, usize) =
+                (Vec::new(), 0, 0);
+            let mut crashes = crashes.into_iter();
+            let mut next_crash = crashes.next();
+            let mut since_checkpoint = 0;
+            let mut at = 0;
+            while at < journal.len() {
+                let (uuid, message) = journal[at];
+                read.extend(sequencer.push(&uuid, at as i64, message).expect("a message id"));
+                at += 1;
+                since_checkpoint += 1;
+                if checkpoints[at % checkpoints.len()] {
+                    checkpoint = (sequencer.states().collect(), at, read.len());
+                    since_checkpoint = 0;
+                }
+                if next_crash.is_some_and(|n| since_checkpoint > n) {
+                    next_crash = crashes.next();
+                    // What was released after the checkpoint was never committed.
+                    read.truncate(checkpoint.2);
+                    sequencer = Sequencer::restore(checkpoint.0.iter().copied());
+                    let pending = checkpoint.0.iter().filter_map(|(_, s)| s.begin).min();
+                    at = pending.map_or(checkpoint.1, |b| (b as usize).min(checkpoint.1));
+                    since_checkpoint = 0;
+                }
+            }
+            for (p, (_, committed)) in streams.iter().enumerate() {
+                let got: Vec<(u8, u64)> =
+                    read.iter().copied().filter(|(q, _)| usize::from(*q) == p + 1).collect();
+                prop_assert_eq!(&got, committed, "producer {}", p + 1);
+            }
+        }
+    }
+
     #[test]
     fn pending_until_acknowledged_and_ids_checked() {
         let mut s = Sequencer::new();
         assert!(
-            s.push(&id(1, 10, Flags::CONTINUE_TXN), "a")
+            s.push(&id(1, 10, Flags::CONTINUE_TXN), 0, "a")
                 .expect("ok")
                 .is_empty()
         );
         assert!(
-            s.push(&id(1, 11, Flags::CONTINUE_TXN), "b")
+            s.push(&id(1, 11, Flags::CONTINUE_TXN), 0, "b")
                 .expect("ok")
                 .is_empty()
         );
         assert_eq!(s.pending(), 2);
         assert_eq!(
-            s.push(&id(1, 12, Flags::ACK_TXN), "ack").expect("ok"),
+            s.push(&id(1, 12, Flags::ACK_TXN), 0, "ack").expect("ok"),
             vec!["a", "b"]
         );
         assert!(
-            s.push(&id(1, 11, Flags::CONTINUE_TXN), "b")
+            s.push(&id(1, 11, Flags::CONTINUE_TXN), 0, "b")
                 .expect("ok")
                 .is_empty(),
             "duplicate"
@@ -242,7 +357,7 @@ mod tests {
         let (producer, clock) = s.acknowledged().next().expect("one producer");
         assert_eq!((producer.0[1], clock), (1, Clock(12)));
         let not_v1 = Uuid::from_u128(0x6f1e_2b3c_4d5e_4f60_8a7b_8c9d_0e1f_2a3b);
-        assert!(s.push(&not_v1, "x").is_err());
+        assert!(s.push(&not_v1, 0, "x").is_err());
         assert_eq!(s.pending(), 0);
     }
 }

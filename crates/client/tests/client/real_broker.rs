@@ -89,3 +89,76 @@ async fn appends_and_reads_right_after_apply_and_restart_are_retried() {
     want.extend_from_slice(more);
     assert_eq!(read_all(&client, journal).await, want);
 }
+
+/// A publisher's committed messages, and only those, are read back through a
+/// sequencer: outside-transaction messages, a committed transaction, a rolled-back one,
+/// one abandoned without an acknowledgement (discarded by the producer's next message),
+/// and a retried acknowledgement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publishers_committed_messages_are_read_once_in_order() {
+    use folio_client::framing::{LineSplitter, unframe_json};
+    use folio_client::message_id::ProducerId;
+    use folio_client::sequencer::Sequencer;
+    use folio_client::{Publisher, Transaction};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = BrokerProcess::start(&dir.path().join("data"), &[]).expect("folio serve");
+    let mut raw = broker.client().await.expect("broker answers");
+    let (a, b) = ("publish/a", "publish/b");
+    for journal in [a, b] {
+        create_journal(&mut raw, &format!("journals: [{{name: {journal}}}]")).await;
+    }
+    let client = connect_lazy(&broker.endpoint).expect("client");
+    let mut publisher = Publisher::new(Appender::new(client.clone()), ProducerId::random());
+    let n = |i: u32| serde_json::json!({ "n": i });
+
+    publisher.publish(a, &n(1)).await.expect("publish");
+    let mut txn: Transaction<'_> = publisher.begin();
+    txn.publish(a, &n(2)).await.expect("in txn");
+    txn.publish(b, &n(3)).await.expect("in txn");
+    txn.publish(a, &n(4)).await.expect("in txn");
+    assert_eq!(txn.journals().len(), 2);
+    let acks = txn.ack_intents();
+    for (journal, ack) in &acks {
+        // Written twice, as a consumer re-publishing its checkpoint's intents would.
+        for _ in 0..2 {
+            Appender::new(client.clone())
+                .append(journal, ack.clone(), &AppendOptions::default())
+                .await
+                .expect("ack");
+        }
+    }
+    let mut txn = publisher.begin();
+    txn.publish(a, &n(5)).await.expect("in txn");
+    txn.publish(b, &n(6)).await.expect("in txn");
+    txn.rollback().await.expect("rollback");
+    let mut txn = publisher.begin();
+    txn.publish(b, &n(7)).await.expect("in txn");
+    drop(txn);
+    publisher.publish(b, &n(8)).await.expect("publish");
+    let mut txn = publisher.begin();
+    txn.publish(a, &n(9)).await.expect("in txn");
+    txn.commit().await.expect("commit");
+
+    let read = |journal: &'static str| {
+        let client = client.clone();
+        async move {
+            let content = read_all(&client, journal).await;
+            let mut sequencer = Sequencer::new();
+            let mut got = Vec::new();
+            let mut offset = 0;
+            for line in LineSplitter::new().push(&content) {
+                let (id, value) = unframe_json(&line).expect("a framed message");
+                for m in sequencer.push(&id, offset, value).expect("an id") {
+                    if let Some(i) = m.get("n") {
+                        got.push(i.as_u64().expect("n"));
+                    }
+                }
+                offset += line.len() as i64;
+            }
+            (got, sequencer.pending())
+        }
+    };
+    assert_eq!(read(a).await, (vec![1, 2, 4, 9], 0));
+    assert_eq!(read(b).await, (vec![3, 8], 0));
+}
