@@ -4,4 +4,56 @@
 //! journals, apply messages to a local store, and commit store changes together with a
 //! checkpoint (read offsets and producer states) for exactly-once processing.
 //!
-//! It builds on `folio-client` only; it must not know about broker internals.
+//! It builds on `folio-client` (journals) and `folio-coordination` (the keyspace, members
+//! and the allocator); it must not know about broker internals.
+//!
+//! ## Layout
+//! - `app.rs`: [`Application`], what a user implements, with [`Message`] and [`Txn`].
+//! - `record.rs`: [`LogRecord`], the recovery log's records.
+//! - `store.rs`: [`Store`], a shard's `redb` database.
+//! - `recovery.rs`: replaying and following the recovery log, fencing it.
+//! - `shard.rs`: running one shard as standby or primary ([`shard::run`]).
+
+pub mod app;
+pub mod record;
+mod recovery;
+pub mod shard;
+pub mod store;
+
+pub use app::{AppError, Application, Message, Txn};
+pub use record::{LogRecord, Write};
+pub use shard::{Role, ShardContext, ShardStatus, recovery_log};
+pub use store::Store;
+
+/// Results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The local store failed; the message names its file.
+    #[error("shard store {0}")]
+    Store(String),
+    /// The store file is open elsewhere in this process (an earlier run of the shard
+    /// that has not let go of it yet).
+    #[error("shard store {0} is still open in this process")]
+    StoreBusy(std::path::PathBuf),
+    /// A journal operation failed.
+    #[error(transparent)]
+    Client(#[from] folio_client::Error),
+    /// The recovery log cannot be replayed or written.
+    #[error("{0}")]
+    Log(String),
+    /// Another primary took the shard over: this one must stop.
+    #[error("shard {shard:?}: another primary fenced recovery log {log:?}; stopping")]
+    Fenced {
+        /// The shard.
+        shard: String,
+        /// Its recovery log.
+        log: String,
+    },
+    /// The application failed.
+    #[error("application: {0}")]
+    App(String),
+}
