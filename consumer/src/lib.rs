@@ -13,10 +13,13 @@
 //! - `store.rs`: [`Store`], a shard's `redb` database.
 //! - `recovery.rs`: replaying and following the recovery log, fencing it.
 //! - `shard.rs`: running one shard as standby or primary ([`shard::run`]).
+//! - `runtime.rs`: a consumer process: membership, shard allocation, running assigned
+//!   shards ([`runtime::start`]).
 
 pub mod app;
 pub mod record;
 mod recovery;
+pub mod runtime;
 pub mod shard;
 pub mod store;
 
@@ -56,4 +59,10 @@ pub enum Error {
     /// The application failed.
     #[error("application: {0}")]
     App(String),
+    /// The keyspace failed.
+    #[error("keyspace: {0}")]
+    Coordination(String),
+    /// A setting is invalid; the message names it.
+    #[error("{0}")]
+    Config(String),
 }

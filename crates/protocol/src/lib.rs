@@ -13,6 +13,8 @@
 //!   `name` / `prefix` meta-labels ([`selector`]);
 //! - journal spec validation with Gazette's limits ([`spec`]);
 //! - the YAML and JSON forms of specs that operators write ([`spec_doc`]);
+//! - shard spec validation ([`shard_spec`]) and the YAML and JSON forms of shard specs
+//!   ([`shard_doc`]);
 //! - fragment path-postfix templates ([`path_postfix`]).
 //!
 //! It does no I/O and must not know about brokers, stores, etcd or the network: it is
@@ -28,6 +30,8 @@ pub mod journal_name;
 pub mod label;
 pub mod path_postfix;
 pub mod selector;
+pub mod shard_doc;
+pub mod shard_spec;
 pub mod spec;
 pub mod spec_doc;
 mod validation;
@@ -60,6 +64,7 @@ mod protocol {
 pub use journal_name::{split_meta, validate_journal_name};
 pub use path_postfix::PathPostfixTemplate;
 pub use proto::*;
+pub use shard_doc::{ShardSpecDoc, ShardsDocument};
 pub use spec_doc::{JournalSpecDoc, SpecsDocument};
 pub use validation::ValidationError;
 

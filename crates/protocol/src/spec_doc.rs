@@ -334,19 +334,19 @@ pub fn parse_byte_size(text: &str) -> Option<i64> {
 }
 
 /// Durations as text: `250ms`, `10m`, `1h 30m`.
-mod duration_text {
+pub(crate) mod duration_text {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         if d.is_zero() {
             return s.serialize_str("0s");
         }
         s.serialize_str(&humantime::format_duration(*d).to_string())
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         humantime::parse_duration(&text).map_err(|err| {
             D::Error::custom(format!(
