@@ -129,7 +129,8 @@ mod tests {
     #[test]
     fn each_bad_field_is_named() {
         valid().validate().expect("valid");
-        let cases: Vec<(fn(&mut ShardSpec), &str)> = vec![
+        type Breaks = fn(&mut ShardSpec);
+        let cases: Vec<(Breaks, &str)> = vec![
             (|s| s.id = String::new(), "id"),
             (|s| s.id = "a b".into(), "id"),
             (|s| s.sources.clear(), "sources"),
