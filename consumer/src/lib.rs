@@ -15,16 +15,22 @@
 //! - `shard.rs`: running one shard as standby or primary ([`shard::run`]).
 //! - `runtime.rs`: a consumer process: membership, shard allocation, running assigned
 //!   shards ([`runtime::start`]).
+//! - `service.rs`: the `Shard` gRPC service ([`ShardService`]).
+//! - `serve.rs`: a consumer process from command-line flags ([`ConsumerArgs`], [`serve`]).
 
 pub mod app;
 pub mod record;
 mod recovery;
 pub mod runtime;
+pub mod serve;
+mod service;
 pub mod shard;
 pub mod store;
 
 pub use app::{AppError, Application, Message, Txn};
 pub use record::{LogRecord, Write};
+pub use serve::{ConsumerArgs, serve};
+pub use service::ShardService;
 pub use shard::{Role, ShardContext, ShardStatus, recovery_log};
 pub use store::Store;
 

@@ -3,6 +3,7 @@
 mod bench;
 mod journals;
 mod serve;
+mod shards;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -24,6 +25,8 @@ enum Command {
     /// Work with journals through a broker: specs, appends, reads, fragments, retention
     /// and store health.
     Journals(journals::JournalsArgs),
+    /// Work with consumer shards through a consumer process: specs, state, reassignment.
+    Shards(shards::ShardsArgs),
     /// Measure performance against baselines run in the same invocation.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -88,6 +91,10 @@ fn run(cli: Cli) -> Result<()> {
             // Retries and warnings of the client stay quiet unless FOLIO_LOG asks.
             init_logging("error");
             journals::run(args)
+        }
+        Command::Shards(args) => {
+            init_logging("error");
+            shards::run(args)
         }
     }
 }

@@ -60,7 +60,7 @@ pub struct ApplyArgs {
 
 /// What applying one spec does.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Action {
+pub(crate) enum Action {
     /// No journal has this name yet.
     Create,
     /// The journal exists with another spec; the fields that change.
@@ -161,7 +161,7 @@ fn action(spec: &JournalSpec, current: Option<&Listed>) -> Action {
 }
 
 /// One line saying what happens (`would_` for a dry run) to journal `name`.
-fn describe(name: &str, action: &Action, dry_run: bool) -> String {
+pub(crate) fn describe(name: &str, action: &Action, dry_run: bool) -> String {
     match (action, dry_run) {
         (Action::Create, true) => format!("would create {name}\n"),
         (Action::Create, false) => format!("created {name}\n"),
@@ -176,7 +176,7 @@ fn describe(name: &str, action: &Action, dry_run: bool) -> String {
 }
 
 /// The fields of `new` that differ from `old`, as `path: old -> new`, sorted by path.
-fn changed_fields(old: &JournalSpecDoc, new: &JournalSpecDoc) -> Vec<String> {
+pub(crate) fn changed_fields<T: serde::Serialize>(old: &T, new: &T) -> Vec<String> {
     let (Ok(old), Ok(new)) = (serde_json::to_value(old), serde_json::to_value(new)) else {
         return vec!["the spec".to_owned()];
     };

@@ -248,7 +248,8 @@ fn check_status(what: &str, raw: i32, detail: &str) -> Result<()> {
     }
 }
 
-fn code_name(code: tonic::Code) -> &'static str {
+/// A gRPC code as words.
+pub(crate) fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code;
     match code {
         Code::Ok => "ok",

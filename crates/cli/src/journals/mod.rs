@@ -15,18 +15,18 @@
 //!   tables, and how labels, routes and times print), `progress.rs` (progress bars).
 
 mod append;
-mod apply;
-mod broker;
+pub(crate) mod apply;
+pub(crate) mod broker;
 mod check;
 mod delete;
 mod fragments;
 mod health;
 mod list;
-mod output;
+pub(crate) mod output;
 mod progress;
 mod prune;
 mod read;
-mod spec_file;
+pub(crate) mod spec_file;
 
 use std::time::Duration;
 
@@ -115,7 +115,7 @@ pub fn run(args: JournalsArgs) -> Result<()> {
 }
 
 /// The `--selector` flag, parsed; none selects every journal.
-fn parse_selector(text: Option<&str>) -> Result<LabelSelector> {
+pub(crate) fn parse_selector(text: Option<&str>) -> Result<LabelSelector> {
     Ok(text
         .map(LabelSelector::parse)
         .transpose()

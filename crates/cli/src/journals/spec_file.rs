@@ -20,7 +20,8 @@ pub fn read_specs(file: &Path) -> Result<Vec<JournalSpec>> {
     specs.with_context(|| format!("reading spec file {}", display(file)))
 }
 
-fn read_text(file: &Path) -> Result<String> {
+/// The text of `file` (`-` reads standard input).
+pub(crate) fn read_text(file: &Path) -> Result<String> {
     if file.as_os_str() == "-" {
         return std::io::read_to_string(std::io::stdin()).context("reading standard input");
     }
@@ -30,7 +31,8 @@ fn read_text(file: &Path) -> Result<String> {
     std::fs::read_to_string(file).with_context(|| format!("reading spec file {}", file.display()))
 }
 
-fn display(file: &Path) -> String {
+/// `file` as errors name it.
+pub(crate) fn display(file: &Path) -> String {
     if file.as_os_str() == "-" {
         "(standard input)".to_owned()
     } else {
