@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 source scripts/test-env.sh
 
 folio_ensure_tools
-# End-to-end tests run the `folio` binary as a real process.
-cargo build -p folio
+# End-to-end tests run the `folio` binary and the stream-sum example as real processes.
+cargo build -p folio -p folio-consumer --example stream-sum
 folio_start_servers
 cargo test --workspace "$@"

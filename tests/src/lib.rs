@@ -165,16 +165,74 @@ pub fn folio_binary() -> Result<std::path::PathBuf> {
     Ok(bin)
 }
 
+/// `n` brokers on `etcd` under keyspace prefix `/prefix`, persisting to `store_url`, in
+/// two zones (`zone-a` for even, `zone-b` for odd indexes), named `broker-{i}`, with data
+/// directories `{root}/b{i}`, lease TTL `lease_ttl`, and `extra` flags after these.
+pub fn start_brokers(
+    n: usize,
+    root: &std::path::Path,
+    etcd: &str,
+    prefix: &str,
+    store_url: &str,
+    lease_ttl: std::time::Duration,
+    extra: &[&str],
+) -> Result<Vec<BrokerProcess>> {
+    (0..n)
+        .map(|i| {
+            let args = [
+                "--etcd",
+                etcd,
+                "--prefix",
+                &format!("/{prefix}"),
+                "--store",
+                store_url,
+                "--lease-ttl",
+                &format!("{}s", lease_ttl.as_secs()),
+                "--zone",
+                if i % 2 == 0 { "zone-a" } else { "zone-b" },
+                "--id",
+                &format!("broker-{i}"),
+                "--shutdown-grace",
+                "20s",
+            ]
+            .iter()
+            .chain(extra)
+            .map(|a| (*a).to_owned())
+            .collect::<Vec<String>>();
+            BrokerProcess::start(&root.join(format!("b{i}")), &args)
+        })
+        .collect()
+}
+
+/// An example binary of this workspace (`stream-sum`), built by `scripts/test.sh`.
+pub fn example_binary(name: &str) -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe().context("locating the test executable")?;
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .context("test executable has no target directory")?;
+    let bin = profile_dir.join("examples").join(name);
+    anyhow::ensure!(
+        bin.exists(),
+        "{} does not exist: build it first (`cargo build -p folio-consumer --example {name}`; scripts/test.sh does)",
+        bin.display()
+    );
+    Ok(bin)
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released; fine for tests on one machine).
 pub fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }
 
-/// A `folio serve` process.
+/// A server process of a test: `folio serve` ([`ServerProcess::start`]), or a consumer
+/// process ([`ServerProcess::start_program`]). Dropping it kills it.
 #[derive(Debug)]
-pub struct BrokerProcess {
+pub struct ServerProcess {
     child: Option<std::process::Child>,
+    /// The program and the arguments before the common ones (`folio serve`).
+    program: (std::path::PathBuf, Vec<String>),
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
     /// The broker's data directory.
@@ -185,12 +243,27 @@ pub struct BrokerProcess {
     port: u16,
 }
 
-impl BrokerProcess {
+/// The process type of brokers.
+pub type BrokerProcess = ServerProcess;
+
+impl ServerProcess {
     /// Starts `folio serve` on a free port with `data_dir` and extra `args`.
     pub fn start(data_dir: &std::path::Path, args: &[String]) -> Result<Self> {
+        Self::start_program(folio_binary()?, &["serve"], data_dir, args)
+    }
+
+    /// Starts `program` with `leading` arguments, then `--listen` (a free port),
+    /// `--data-dir` and `args`.
+    pub fn start_program(
+        program: std::path::PathBuf,
+        leading: &[&str],
+        data_dir: &std::path::Path,
+        args: &[String],
+    ) -> Result<Self> {
         let port = free_port()?;
         let mut broker = Self {
             child: None,
+            program: (program, leading.iter().map(|a| (*a).to_owned()).collect()),
             endpoint: format!("http://127.0.0.1:{port}"),
             data_dir: data_dir.to_owned(),
             log: data_dir.with_extension("log"),
@@ -207,8 +280,8 @@ impl BrokerProcess {
             .append(true)
             .open(&self.log)
             .with_context(|| format!("opening {}", self.log.display()))?;
-        let child = std::process::Command::new(folio_binary()?)
-            .arg("serve")
+        let child = std::process::Command::new(&self.program.0)
+            .args(&self.program.1)
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--data-dir")
@@ -221,7 +294,7 @@ impl BrokerProcess {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .context("starting folio serve")?;
+            .with_context(|| format!("starting {}", self.program.0.display()))?;
         self.child = Some(child);
         Ok(())
     }
@@ -334,7 +407,7 @@ impl BrokerProcess {
     }
 }
 
-impl Drop for BrokerProcess {
+impl Drop for ServerProcess {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

@@ -64,34 +64,10 @@ fn start_cluster_with(
     store_url: String,
     extra: &[&str],
 ) -> Cluster {
-    let etcd = etcd.to_owned();
     let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().to_owned();
-    let brokers = (0..n)
-        .map(|i| {
-            let args = vec![
-                "--etcd".to_owned(),
-                etcd.clone(),
-                "--prefix".to_owned(),
-                format!("/{prefix}"),
-                "--store".to_owned(),
-                store_url.clone(),
-                "--lease-ttl".to_owned(),
-                format!("{}s", LEASE_TTL.as_secs()),
-                "--zone".to_owned(),
-                if i % 2 == 0 { "zone-a" } else { "zone-b" }.to_owned(),
-                "--id".to_owned(),
-                format!("broker-{i}"),
-                "--shutdown-grace".to_owned(),
-                "20s".to_owned(),
-            ];
-            let args: Vec<String> = args
-                .into_iter()
-                .chain(extra.iter().map(|&a| a.to_owned()))
-                .collect();
-            BrokerProcess::start(&root.join(format!("b{i}")), &args).expect("start broker")
-        })
-        .collect();
+    let brokers =
+        folio_tests::start_brokers(n, dir.path(), etcd, prefix, &store_url, LEASE_TTL, extra)
+            .expect("start brokers");
     Cluster {
         brokers,
         store_url,
