@@ -6,6 +6,7 @@
 #   bash bench/run.sh tail     [flags for `folio bench tail`]      append ack -> blocking reader latency
 #   bash bench/run.sh backfill [flags for `folio bench backfill`]  history via broker / signed URLs vs raw GETs
 #   bash bench/run.sh persist  [flags for `folio bench persist`]   fragment uploads per codec vs raw PUTs
+#   bash bench/run.sh consumer [flags for `folio bench consumer`]  shards: publish, consume, commit vs raw reads
 #   bash bench/run.sh smoke                                        every scenario, tiny and quick (CI)
 #
 # Servers: etcd and s3s-fs (scripts/test-env.sh) always; nats-server (Debian package,
@@ -20,11 +21,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/test-env.sh
 
-usage="usage: bench/run.sh append|tail|backfill|persist|allocator|cluster|smoke [flags]"
+usage="usage: bench/run.sh append|tail|backfill|persist|allocator|consumer|cluster|smoke [flags]"
 scenario=${1:?$usage}
 shift
 case "$scenario" in
-  append | tail | backfill | persist | allocator | cluster | smoke) ;;
+  append | tail | backfill | persist | allocator | consumer | cluster | smoke) ;;
   *)
     echo "unknown scenario $scenario; $usage" >&2
     exit 2
@@ -118,4 +119,6 @@ folio_log "smoke: persist"
 bench "$out/persist.json" persist --runs 1 --fragment-mib 4 --part-mib 8
 folio_log "smoke: allocator"
 bench "$out/allocator.json" allocator --runs 1 --members 10 --journals 1000
+folio_log "smoke: consumer"
+bench "$out/consumer.json" consumer --runs 1 --messages 5000 --journals 2
 folio_log "smoke: every scenario ran, in $((SECONDS - started)) s; JSON in $out/"

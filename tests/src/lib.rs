@@ -189,7 +189,11 @@ pub fn start_brokers(
                 "--lease-ttl",
                 &format!("{}s", lease_ttl.as_secs()),
                 "--zone",
-                if i.is_multiple_of(2) { "zone-a" } else { "zone-b" },
+                if i.is_multiple_of(2) {
+                    "zone-a"
+                } else {
+                    "zone-b"
+                },
                 "--id",
                 &format!("broker-{i}"),
                 "--shutdown-grace",

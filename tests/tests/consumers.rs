@@ -73,7 +73,11 @@ fn summer_args(i: usize, broker: &str, etcd: &str, prefix: &str) -> Vec<String> 
         "--prefix",
         &format!("/{prefix}/consumers/stream-sum"),
         "--zone",
-        if i.is_multiple_of(2) { "zone-a" } else { "zone-b" },
+        if i.is_multiple_of(2) {
+            "zone-a"
+        } else {
+            "zone-b"
+        },
         "--id",
         &format!("summer-{i}"),
         "--lease-ttl",

@@ -44,6 +44,8 @@ enum BenchCommand {
     Backfill(bench::backfill::BackfillArgs),
     /// The allocator's decision time for a large simulated cluster.
     Allocator(bench::allocator::AllocatorArgs),
+    /// Messages published, consumed and committed by consumer shards, against raw reads.
+    Consumer(bench::consumer::ConsumerBenchArgs),
     /// The no-op gRPC sink the append and tail benches start as their baseline.
     #[command(hide = true)]
     GrpcSinkServer(bench::sink::SinkServerArgs),
@@ -83,6 +85,10 @@ fn run(cli: Cli) -> Result<()> {
             runtime.block_on(bench::backfill::run(args))
         }
         Command::Bench(BenchCommand::Allocator(args)) => bench::allocator::run(args),
+        Command::Bench(BenchCommand::Consumer(args)) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(bench::consumer::run(args))
+        }
         Command::Bench(BenchCommand::GrpcSinkServer(args)) => {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(bench::sink::serve(args))

@@ -11,9 +11,11 @@
 //! | `backfill` | history read through the broker, and from signed URLs | raw `object_store` GETs | |
 //! | `persist` | fragment uploads per codec | raw multipart PUTs | |
 //! | `allocator` | assignment decisions, 100 members x 100,000 journals | round-robin assignment | |
+//! | `consumer` | messages published, consumed and committed by shards: msgs/s, commit p50/p99 | raw reads of the same journals | |
 //!
 //! ## Layout
-//! - scenarios: `append.rs`, `tail.rs`, `backfill.rs`, `persist.rs`, `allocator.rs`;
+//! - scenarios: `append.rs`, `tail.rs`, `backfill.rs`, `persist.rs`, `allocator.rs`,
+//!   `consumer.rs`;
 //! - what they share: `flags.rs` (flags), `load.rs` (the append load generator),
 //!   `rpc.rs` (connections and the append RPC), `broker.rs` (the broker under test),
 //!   `sink.rs` (the gRPC sink/relay server), `nats.rs` (the NATS peer), `process.rs`
@@ -24,6 +26,7 @@ pub mod allocator;
 pub mod append;
 pub mod backfill;
 pub mod broker;
+pub mod consumer;
 pub mod flags;
 pub mod latency;
 pub mod load;
