@@ -153,9 +153,22 @@ pub(crate) async fn fence(appender: &Appender, log: &str, author: u64) -> Result
         .frame()
         .map_err(|e| Error::Log(e.to_string()))?;
     for _ in 0..16 {
-        let probe = appender
+        let probe = match appender
             .append(log, frame.clone(), &AppendOptions::default())
-            .await?;
+            .await
+        {
+            Ok(probe) => probe,
+            Err(folio_client::Error::Status {
+                status: folio_protocol::Status::JournalNotFound,
+                ..
+            }) => {
+                return Err(Error::Log(format!(
+                    "recovery log journal {log:?} does not exist: create it (folio journals apply) \
+                     before the shard can run"
+                )));
+            }
+            Err(err) => return Err(err.into()),
+        };
         let (check, previous) = authors_selector(&probe.registers);
         let options = AppendOptions {
             check_registers: Some(check),

@@ -504,12 +504,19 @@ async fn supervise<A: Application>(
     changed: Arc<Notify>,
 ) {
     let mut delay = Duration::from_millis(100);
+    // The process reconciles when a shard's code changes (a primary ready to advertise
+    // its route), not on every commit.
     let mut watch_status = status.subscribe();
     let notify = {
         let changed = changed.clone();
         async move {
+            let mut code = watch_status.borrow().code;
             while watch_status.changed().await.is_ok() {
-                changed.notify_one();
+                let now = watch_status.borrow().code;
+                if now != code {
+                    code = now;
+                    changed.notify_one();
+                }
             }
         }
     };

@@ -193,6 +193,8 @@ impl Shard for ShardService {
                     )
                 }
                 (None, id) if !id.is_empty() => {
+                    folio_protocol::shard_spec::validate_shard_id(id)
+                        .map_err(|e| invalid(&format!("{field}.delete"), e.message()))?;
                     if change.expect_mod_revision == 0 {
                         return Err(invalid(
                             &format!("{field}.expect_mod_revision"),

@@ -86,6 +86,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(BenchCommand::Allocator(args)) => bench::allocator::run(args),
         Command::Bench(BenchCommand::Consumer(args)) => {
+            // Shard failures and retries show; FOLIO_LOG asks for more.
+            init_logging("warn");
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(bench::consumer::run(args))
         }

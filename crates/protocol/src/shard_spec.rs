@@ -2,7 +2,7 @@
 //!
 //! | field | rule |
 //! |---|---|
-//! | `id` | a path component: letters, digits and `-_+/.=`, 1 to 512 bytes, no leading or trailing `/` |
+//! | `id` | 4 to 512 bytes of letters, digits and `-_+/.` (Gazette's token rule), forming a clean relative path (no empty, `.` or `..` segment, no leading or trailing `/`), as the keyspace layout needs |
 //! | `sources` | at least one; each journal a valid journal name, listed once; `min_offset` not negative |
 //! | `recovery_log_prefix` | a valid journal name (the log is `{prefix}/{id}`) |
 //! | `hint_prefix` | starts with `/`, does not end with `/` (a keyspace prefix) |
@@ -17,10 +17,21 @@ use std::collections::BTreeSet;
 use crate::consumer::ShardSpec;
 use crate::journal_name::validate_journal_name;
 use crate::spec::{MAX_REPLICATION, duration_of};
-use crate::validation::{ValidationError, validate_path_component};
+use crate::validation::{
+    TOKEN_SYMBOLS, ValidationError, validate_alphabet, validate_path_component,
+};
 
-/// Longest shard id.
+/// Shortest shard id, as Gazette's.
+pub const MIN_SHARD_ID_LEN: usize = 4;
+
+/// Longest shard id, as Gazette's.
 pub const MAX_SHARD_ID_LEN: usize = 512;
+
+/// Checks a shard id (see the module documentation).
+pub fn validate_shard_id(id: &str) -> Result<(), ValidationError> {
+    validate_alphabet(id, TOKEN_SYMBOLS, MIN_SHARD_ID_LEN, MAX_SHARD_ID_LEN)?;
+    validate_path_component(id, MIN_SHARD_ID_LEN, MAX_SHARD_ID_LEN)
+}
 
 /// Most `hint_backups`.
 pub const MAX_HINT_BACKUPS: i32 = 16;
@@ -28,7 +39,7 @@ pub const MAX_HINT_BACKUPS: i32 = 16;
 impl ShardSpec {
     /// Checks every field; the error names the first offending field and its value.
     pub fn validate(&self) -> Result<(), ValidationError> {
-        validate_path_component(&self.id, 1, MAX_SHARD_ID_LEN).map_err(|e| e.within("id"))?;
+        validate_shard_id(&self.id).map_err(|e| e.within("id"))?;
         if self.sources.is_empty() {
             return Err(
                 ValidationError::new("is empty (expected at least one source journal)")
@@ -132,7 +143,13 @@ mod tests {
         type Breaks = fn(&mut ShardSpec);
         let cases: Vec<(Breaks, &str)> = vec![
             (|s| s.id = String::new(), "id"),
-            (|s| s.id = "a b".into(), "id"),
+            (|s| s.id = "a b c".into(), "id"),
+            // Shorter than Gazette's 4 bytes.
+            (|s| s.id = "one".into(), "id"),
+            // Gazette's tokens have no `=`.
+            (|s| s.id = "a=b-c".into(), "id"),
+            (|s| s.id = "/abcd".into(), "id"),
+            (|s| s.id = "ab//cd".into(), "id"),
             (|s| s.sources.clear(), "sources"),
             (
                 |s| s.sources[0].journal = "/bad".into(),

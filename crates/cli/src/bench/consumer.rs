@@ -329,6 +329,7 @@ async fn consume(
     while let Some(joined) = publishers.join_next().await {
         bytes += joined.context("a publisher panicked")??;
     }
+    tracing::debug!(bytes, "published every message");
     let deadline = Instant::now() + Duration::from_secs(300);
     while committed.load(Ordering::Relaxed) < total {
         if Instant::now() > deadline {
@@ -342,8 +343,10 @@ async fn consume(
     let seconds = started.elapsed().as_secs_f64();
     let server_cpu = server_cpu.map(|m| m.finish()).transpose()?;
     let self_cpu = self_cpu.finish()?;
+    tracing::debug!("every message committed; stopping the consumer");
     cancel.cancel();
     running.await.context("the consumer task panicked")??;
+    tracing::debug!("the consumer stopped");
     ensure!(
         committed.load(Ordering::Relaxed) == total,
         "the consumer committed {} messages, {total} were published",
