@@ -8,6 +8,6 @@ source scripts/test-env.sh
 
 folio_ensure_tools
 # End-to-end tests run the `folio` binary and the stream-sum example as real processes.
-cargo build -p folio -p folio-consumer --example stream-sum
+cargo build -p folio -p folio-consumer --bins --example stream-sum
 folio_start_servers
 cargo test --workspace "$@"

@@ -25,7 +25,7 @@ if ! command -v protoc >/dev/null; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq protobuf-compiler >/dev/null
 fi
 echo "==> building folio and the stream-sum example ($profile)" >&2
-cargo build -q $flag -p folio -p folio-consumer --example stream-sum
+cargo build -q $flag -p folio -p folio-consumer --bins --example stream-sum
 folio=$PWD/target/$profile/folio
 sums=$PWD/target/$profile/examples/stream-sum
 

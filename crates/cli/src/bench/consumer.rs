@@ -345,7 +345,10 @@ async fn consume(
     let self_cpu = self_cpu.finish()?;
     tracing::debug!("every message committed; stopping the consumer");
     cancel.cancel();
-    running.await.context("the consumer task panicked")??;
+    match tokio::time::timeout(Duration::from_secs(60), running).await {
+        Ok(joined) => joined.context("the consumer task panicked")??,
+        Err(_) => bail!("the consumer did not stop within 60 s of being asked to"),
+    }
     tracing::debug!("the consumer stopped");
     ensure!(
         committed.load(Ordering::Relaxed) == total,
@@ -393,7 +396,11 @@ async fn read_all(
         });
     }
     let (mut lines, mut read) = (0, 0);
-    while let Some(joined) = readers.join_next().await {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while let Some(joined) = tokio::time::timeout_at(deadline, readers.join_next())
+        .await
+        .context("the raw read did not finish within 120 s")?
+    {
         let (l, r) = joined.context("a reader panicked")??;
         lines += l;
         read += r;
