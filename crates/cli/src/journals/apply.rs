@@ -90,47 +90,59 @@ pub async fn run(broker: &Broker, args: ApplyArgs) -> Result<()> {
     }
     let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
     let current = broker.current(&names).await?;
-    let plan: Vec<(&JournalSpec, Action)> = specs
+    let plan: Vec<(&str, &JournalSpec, Action)> = specs
         .iter()
-        .map(|spec| (spec, action(spec, current.get(&spec.name))))
+        .map(|spec| {
+            (
+                spec.name.as_str(),
+                spec,
+                action(spec, current.get(&spec.name)),
+            )
+        })
         .collect();
+    let change = |spec: &JournalSpec, expect_mod_revision| apply_request::Change {
+        expect_mod_revision,
+        upsert: Some(spec.clone()),
+        delete: String::new(),
+    };
+    run_plan(&plan, args.dry_run, change, |changes| broker.apply(changes)).await
+}
 
-    if args.dry_run {
-        let mut text = String::new();
-        for (spec, action) in &plan {
-            text.push_str(&describe(&spec.name, action, true));
-        }
+/// Carries out `plan` (each spec's name, spec and action): prints what happens to each,
+/// and unless `dry_run` applies the creates and updates, as `change(spec,
+/// expect_mod_revision)`, in one call of `apply`, which returns the revision.
+pub(crate) async fn run_plan<S, C, F, Fut>(
+    plan: &[(&str, &S, Action)],
+    dry_run: bool,
+    change: impl Fn(&S, i64) -> C,
+    apply: F,
+) -> Result<()>
+where
+    F: FnOnce(Vec<C>) -> Fut,
+    Fut: std::future::Future<Output = Result<i64>>,
+{
+    let mut text = String::new();
+    for (name, _, action) in plan {
+        text.push_str(&describe(name, action, dry_run));
+    }
+    if dry_run {
         text.push_str("dry run: nothing was applied\n");
         return print(&text);
     }
-    let changes: Vec<apply_request::Change> = plan
+    let changes: Vec<C> = plan
         .iter()
-        .filter_map(|(spec, action)| {
-            let expect_mod_revision = match action {
-                Action::Create => 0,
-                Action::Update { mod_revision, .. } => *mod_revision,
-                Action::Unchanged => return None,
-            };
-            Some(apply_request::Change {
-                expect_mod_revision,
-                upsert: Some((*spec).clone()),
-                delete: String::new(),
-            })
+        .filter_map(|(_, spec, action)| match action {
+            Action::Create => Some(change(spec, 0)),
+            Action::Update { mod_revision, .. } => Some(change(spec, *mod_revision)),
+            Action::Unchanged => None,
         })
         .collect();
-    let mut text = String::new();
     if changes.is_empty() {
-        for (spec, action) in &plan {
-            text.push_str(&describe(&spec.name, action, false));
-        }
         text.push_str("every spec is unchanged; nothing to apply\n");
         return print(&text);
     }
     let count = changes.len();
-    let revision = broker.apply(changes).await?;
-    for (spec, action) in &plan {
-        text.push_str(&describe(&spec.name, action, false));
-    }
+    let revision = apply(changes).await?;
     let plural = if count == 1 { "" } else { "s" };
     text.push_str(&format!(
         "applied {count} change{plural} at revision {revision}\n"

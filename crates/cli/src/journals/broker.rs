@@ -214,28 +214,35 @@ impl Broker {
     /// A gRPC status as text: "cannot reach the broker" for transport failures, the
     /// broker's message otherwise, with the causes the status carries.
     fn status_text(&self, status: &tonic::Status) -> String {
-        let transport = status.code() == tonic::Code::Unavailable && status.source().is_some();
-        let mut text = if transport {
-            let mut text = format!("cannot reach the broker at {}", self.url);
-            if !status.message().is_empty() {
-                text.push_str(": ");
-                text.push_str(status.message());
-            }
-            text
-        } else {
-            format!("{} ({})", status.message(), code_name(status.code()))
-        };
-        let mut source = status.source();
-        while let Some(cause) = source {
-            let cause_text = cause.to_string();
-            if !text.contains(&cause_text) {
-                text.push_str(": ");
-                text.push_str(&cause_text);
-            }
-            source = cause.source();
-        }
-        one_line(&text)
+        status_text(&format!("cannot reach the broker at {}", self.url), status)
     }
+}
+
+/// A gRPC status as one line of text: `unreachable` (with the transport's message) for a
+/// transport failure, the server's message and code otherwise, then the causes the status
+/// carries.
+pub(crate) fn status_text(unreachable: &str, status: &tonic::Status) -> String {
+    let transport = status.code() == tonic::Code::Unavailable && status.source().is_some();
+    let mut text = if transport {
+        let mut text = unreachable.to_owned();
+        if !status.message().is_empty() {
+            text.push_str(": ");
+            text.push_str(status.message());
+        }
+        text
+    } else {
+        format!("{} ({})", status.message(), code_name(status.code()))
+    };
+    let mut source = status.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    one_line(&text)
 }
 
 /// `Ok` for an OK journal status; otherwise an error naming the status.
@@ -248,8 +255,7 @@ fn check_status(what: &str, raw: i32, detail: &str) -> Result<()> {
     }
 }
 
-/// A gRPC code as words.
-pub(crate) fn code_name(code: tonic::Code) -> &'static str {
+fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code;
     match code {
         Code::Ok => "ok",

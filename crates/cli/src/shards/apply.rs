@@ -10,7 +10,7 @@ use folio_protocol::consumer::{ShardSpec, apply_request};
 use folio_protocol::{ShardSpecDoc, ShardsDocument};
 
 use super::consumer::{ConsumerProcess, Listed};
-use crate::journals::apply::{Action, changed_fields, describe};
+use crate::journals::apply::{Action, changed_fields, run_plan};
 use crate::journals::output::print;
 use crate::journals::spec_file::{display, read_text};
 
@@ -73,45 +73,20 @@ pub async fn run(consumer: &ConsumerProcess, args: ApplyArgs) -> Result<()> {
     }
     let ids: Vec<&str> = specs.iter().map(|s| s.id.as_str()).collect();
     let current = consumer.current(&ids).await?;
-    let plan: Vec<(&ShardSpec, Action)> = specs
+    let plan: Vec<(&str, &ShardSpec, Action)> = specs
         .iter()
-        .map(|spec| (spec, action(spec, current.get(&spec.id))))
+        .map(|spec| (spec.id.as_str(), spec, action(spec, current.get(&spec.id))))
         .collect();
-    let mut text = String::new();
-    for (spec, action) in &plan {
-        text.push_str(&describe(&spec.id, action, args.dry_run));
-    }
-    if args.dry_run {
-        text.push_str("dry run: nothing was applied\n");
-        return print(&text);
-    }
-    let changes: Vec<apply_request::Change> = plan
-        .iter()
-        .filter_map(|(spec, action)| {
-            let expect_mod_revision = match action {
-                Action::Create => 0,
-                Action::Update { mod_revision, .. } => *mod_revision,
-                Action::Unchanged => return None,
-            };
-            Some(apply_request::Change {
-                expect_mod_revision,
-                upsert: Some((*spec).clone()),
-                delete: String::new(),
-                primary_hints: None,
-            })
-        })
-        .collect();
-    if changes.is_empty() {
-        text.push_str("every spec is unchanged; nothing to apply\n");
-        return print(&text);
-    }
-    let count = changes.len();
-    let revision = consumer.apply(changes).await?;
-    let plural = if count == 1 { "" } else { "s" };
-    text.push_str(&format!(
-        "applied {count} change{plural} at revision {revision}\n"
-    ));
-    print(&text)
+    let change = |spec: &ShardSpec, expect_mod_revision| apply_request::Change {
+        expect_mod_revision,
+        upsert: Some(spec.clone()),
+        delete: String::new(),
+        primary_hints: None,
+    };
+    run_plan(&plan, args.dry_run, change, |changes| {
+        consumer.apply(changes)
+    })
+    .await
 }
 
 /// What applying `spec` over `current` (none: no such shard) would do.

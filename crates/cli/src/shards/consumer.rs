@@ -2,7 +2,6 @@
 //! and the text of its errors.
 
 use std::collections::HashMap;
-use std::error::Error as _;
 
 use anyhow::{Result, anyhow, bail};
 use folio_protocol::LabelSelector;
@@ -10,7 +9,7 @@ use folio_protocol::consumer::shard_client::ShardClient;
 use folio_protocol::consumer::{ApplyRequest, ListRequest, Status, apply_request, list_response};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::journals::broker::{code_name, one_line};
+use crate::journals::broker::status_text;
 
 /// A listed shard.
 pub type Listed = list_response::Shard;
@@ -112,22 +111,8 @@ impl ConsumerProcess {
 
     /// A failed call as one line: what failed and why.
     pub fn rpc_error(&self, what: &str, status: &tonic::Status) -> anyhow::Error {
-        let transport = status.code() == tonic::Code::Unavailable && status.source().is_some();
-        let mut text = if transport {
-            format!("cannot reach the consumer process at {}", self.url)
-        } else {
-            format!("{} ({})", status.message(), code_name(status.code()))
-        };
-        let mut source = status.source();
-        while let Some(cause) = source {
-            let cause_text = cause.to_string();
-            if !text.contains(&cause_text) {
-                text.push_str(": ");
-                text.push_str(&cause_text);
-            }
-            source = cause.source();
-        }
-        anyhow!("{what}: {}", one_line(&text))
+        let unreachable = format!("cannot reach the consumer process at {}", self.url);
+        anyhow!("{what}: {}", status_text(&unreachable, status))
     }
 }
 
