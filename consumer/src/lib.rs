@@ -62,6 +62,13 @@ pub enum Error {
         /// Its recovery log.
         log: String,
     },
+    /// The process's membership lease may have expired: its shards may be another
+    /// process's by now, so it commits nothing more.
+    #[error("shard {shard:?}: this process's lease may have expired; committing nothing")]
+    LeaseExpired {
+        /// The shard.
+        shard: String,
+    },
     /// The application failed.
     #[error("application: {0}")]
     App(String),

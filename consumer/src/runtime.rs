@@ -181,6 +181,8 @@ pub struct Consumer {
     shards: Mutex<BTreeMap<String, LocalShard>>,
     /// Fired when a local shard's status changes, so routes are advertised.
     changed: Arc<Notify>,
+    /// Until when this process's lease is known to hold.
+    lease_valid_until: watch::Receiver<tokio::time::Instant>,
 }
 
 impl Consumer {
@@ -257,6 +259,7 @@ pub async fn start<A: Application>(
         id: config.id.clone(),
         shards: Mutex::new(BTreeMap::new()),
         changed: Arc::new(Notify::new()),
+        lease_valid_until: membership.valid_until(),
     });
     let client = folio_client::connect_lazy(&config.broker)?;
 
@@ -272,12 +275,19 @@ pub async fn start<A: Application>(
         async move {
             let mut revisions = view.subscribe();
             loop {
-                match allocate_once(&*keyspace, &view, &layout, &me).await {
-                    Ok(true) => continue,
-                    Ok(false) => {}
-                    Err(err) => {
+                let step = cancel
+                    .run_until_cancelled(allocate_once(&*keyspace, &view, &layout, &me))
+                    .await;
+                match step {
+                    None => return,
+                    Some(Ok(true)) => continue,
+                    Some(Ok(false)) => {}
+                    Some(Err(err)) => {
                         tracing::warn!(error = %err, "allocating shards failed");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        let pause = tokio::time::sleep(Duration::from_millis(200));
+                        if cancel.run_until_cancelled(pause).await.is_none() {
+                            return;
+                        }
                         continue;
                     }
                 }
@@ -295,9 +305,14 @@ pub async fn start<A: Application>(
             let mut revisions = consumer.view.subscribe();
             let mut member_status = membership.status();
             let mut exiting_since = None;
+            let mut lost = None;
             loop {
-                if matches!(*member_status.borrow(), MemberStatus::Lost { .. }) {
-                    tracing::error!("this consumer's lease was lost: stopping every shard");
+                if let MemberStatus::Lost { reason } = &*member_status.borrow() {
+                    tracing::error!(
+                        reason,
+                        "this consumer's lease was lost: stopping every shard"
+                    );
+                    lost = Some(reason.clone());
                     break;
                 }
                 let mine = reconcile(&consumer, &app, &client, &config).await;
@@ -327,21 +342,41 @@ pub async fn start<A: Application>(
                 let mut shards = consumer.shards.lock().expect("shards lock");
                 std::mem::take(&mut *shards).into_values().collect()
             };
-            for shard in &running {
-                shard.cancel.cancel();
-            }
-            for shard in running {
-                let _ = shard.task.await;
-            }
+            stop_shards(running).await;
             if let Err(err) = membership.revoke().await {
                 tracing::warn!(error = %err, "revoking this consumer's lease failed");
             }
             view_cancel.cancel();
             let _ = view_task.await;
-            Ok(())
+            match lost {
+                Some(reason) => Err(Error::Coordination(format!(
+                    "this consumer's membership lease was lost ({reason}); its shards are \
+                     another process's now"
+                ))),
+                None => Ok(()),
+            }
         }
     });
     Ok((consumer, task))
+}
+
+/// Longest wait for cancelled shards to stop before they are aborted.
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// Cancels `shards` and waits for them together, aborting those still running after
+/// [`STOP_WAIT`] (a shard gives way to cancellation at every await, so this is a guard).
+async fn stop_shards(shards: Vec<LocalShard>) {
+    for shard in &shards {
+        shard.cancel.cancel();
+    }
+    let mut tasks: Vec<JoinHandle<()>> = shards.into_iter().map(|s| s.task).collect();
+    let all = futures::future::join_all(tasks.iter_mut());
+    if tokio::time::timeout(STOP_WAIT, all).await.is_err() {
+        tracing::warn!(?STOP_WAIT, "shards did not stop in time; aborting them");
+        for task in &tasks {
+            task.abort();
+        }
+    }
 }
 
 /// What this process holds after a reconcile.
@@ -420,10 +455,8 @@ async fn reconcile<A: Application>(
             }
         }
     }
-    for local in to_stop {
-        // A stopped shard lets go of its store before another run of it opens it.
-        let _ = local.task.await;
-    }
+    // A stopped shard lets go of its store before another run of it opens it.
+    stop_shards(to_stop).await;
     for id in &advertise {
         if let Some(list) = assignments.get(id) {
             advertise_shard(consumer, id, list, &members).await;
@@ -473,6 +506,7 @@ fn spawn_shard<A: Application>(
         client: client.clone(),
         spec: entry.spec.clone(),
         store_path: store_path(&config.data_dir, &entry.spec.id),
+        lease_valid_until: Some(consumer.lease_valid_until.clone()),
     };
     let (role_tx, role_rx) = watch::channel(role);
     let (status_tx, status_rx) = watch::channel(ShardStatus::default());
@@ -493,6 +527,10 @@ fn spawn_shard<A: Application>(
         spec_revision: entry.mod_revision,
     }
 }
+
+/// How long a shard that was fenced out (or whose process's lease may have expired)
+/// waits before it may take its log over again.
+const FENCED_PAUSE: Duration = Duration::from_secs(10);
 
 /// Runs a shard until cancelled, restarting it (after a growing delay) when it fails.
 async fn supervise<A: Application>(
@@ -529,21 +567,34 @@ async fn supervise<A: Application>(
             status.clone(),
             cancel.clone(),
         );
-        match run.await {
+        let pause = match run.await {
             Ok(()) => break,
+            // Another primary holds the log, or this process may have lost the shard:
+            // taking the log back at once would fight the rightful primary. The view
+            // catches up meanwhile, and the shard is stopped here if it moved.
+            Err(err @ (Error::Fenced { .. } | Error::LeaseExpired { .. })) => {
+                tracing::warn!(shard = %ctx.spec.id, error = %err, pause = ?FENCED_PAUSE, "shard stopped");
+                status.send_modify(|s| {
+                    s.code = replica_status::Code::Failed;
+                    s.errors = vec![err.to_string()];
+                });
+                FENCED_PAUSE
+            }
             Err(err) => {
                 tracing::warn!(shard = %ctx.spec.id, error = %err, ?delay, "shard failed; restarting");
                 status.send_modify(|s| {
                     s.code = replica_status::Code::Failed;
                     s.errors = vec![err.to_string()];
                 });
+                let pause = delay;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                pause
             }
-        }
+        };
         tokio::select! {
             () = cancel.cancelled() => break,
-            () = tokio::time::sleep(delay) => {}
+            () = tokio::time::sleep(pause) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
     notifier.abort();
 }

@@ -133,12 +133,21 @@ pub async fn serve_until<A: Application>(
                 server_stop.cancelled_owned(),
             )
     });
-    stop.await;
-    eprintln!("{name}: stopping: handing primaries to other processes");
-    cancel.cancel();
-    let result = running
-        .await
-        .map_err(|e| Error::Config(format!("the consumer task panicked: {e}")))?;
+    let mut running = running;
+    let early = tokio::select! {
+        () = stop => None,
+        // The runtime ends on its own only when the process lost its lease.
+        ended = &mut running => Some(ended),
+    };
+    let ended = match early {
+        Some(ended) => ended,
+        None => {
+            eprintln!("{name}: stopping: handing primaries to other processes");
+            cancel.cancel();
+            running.await
+        }
+    };
+    let result = ended.map_err(|e| Error::Config(format!("the consumer task panicked: {e}")))?;
     server_stop.cancel();
     let _ = server.await;
     eprintln!("{name}: stopped");

@@ -59,6 +59,22 @@ pub struct ShardContext {
     pub spec: ShardSpec,
     /// The store file.
     pub store_path: PathBuf,
+    /// Until when the process's membership lease is known to hold, when it has one: a
+    /// primary neither takes the log over nor commits after it (its shards may be
+    /// assigned elsewhere by then).
+    pub lease_valid_until: Option<watch::Receiver<Instant>>,
+}
+
+impl ShardContext {
+    /// Fails with [`Error::LeaseExpired`] when the process's lease may have expired.
+    pub fn check_lease(&self, shard: &str) -> Result<()> {
+        match &self.lease_valid_until {
+            Some(until) if Instant::now() >= *until.borrow() => Err(Error::LeaseExpired {
+                shard: shard.to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The recovery log journal of `spec`.
@@ -119,10 +135,17 @@ pub async fn run<A: Application>(
         .iter()
         .fold(0u64, |a, b| a << 8 | u64::from(*b))
         ^ u64::from(std::process::id()) << 48;
+    ctx.check_lease(&ctx.spec.id)?;
     let fenced_at = tokio::select! {
         () = cancel.cancelled() => return Ok(()),
         fenced = recovery::fence(&appender, &log, author) => fenced?,
     };
+    // A store past the log's head holds another history (the log was recreated): start
+    // it again from the log.
+    if store.applied_through()? > fenced_at {
+        tracing::warn!(shard = %ctx.spec.id, log, "the store is ahead of its recovery log; rebuilding it from the log");
+        store.reset(&log)?;
+    }
     let at = tokio::select! {
         () = cancel.cancelled() => return Ok(()),
         at = recovery::follow(
@@ -353,8 +376,16 @@ impl<A: Application> Primary<A> {
     async fn run(self, cancel: CancellationToken) -> Result<()> {
         let spec = &self.ctx.spec;
         let checkpoint = self.store.checkpoint()?;
-        // The last commit's acknowledgements may not all have been written.
-        self.write_acks(&checkpoint.ack_intents).await?;
+        // The last commit's acknowledgements may not all have been written. Every append
+        // below gives way to `cancel`: abandoning one, even mid-commit, is safe, because
+        // the recovery log decides what was committed.
+        match cancel
+            .run_until_cancelled(self.write_acks(&checkpoint.ack_intents))
+            .await
+        {
+            Some(written) => written?,
+            None => return Ok(()),
+        }
         let mut shard = self
             .app
             .open(spec, &self.store)
@@ -380,6 +411,9 @@ impl<A: Application> Primary<A> {
         let min_txn = duration(spec.min_txn_duration.as_ref());
         let max_txn = duration(spec.max_txn_duration.as_ref()).max(min_txn);
         let mut producer = ShardProducer::new();
+        // Journals the shard has published to, as far as its checkpoints know.
+        let mut published: std::collections::BTreeSet<String> =
+            checkpoint.ack_intents.keys().cloned().collect();
         self.status.send_modify(|s| {
             s.code = replica_status::Code::Primary;
             s.read_through = read_through_map(&sources);
@@ -426,10 +460,37 @@ impl<A: Application> Primary<A> {
                 .finish(&mut shard, &mut txn)
                 .map_err(|e| Error::App(format!("finishing a transaction: {e}")))?;
             let (writes, publishes) = txn.into_parts();
-            let ack_intents = self.publish(&mut producer, publishes).await?;
-            let checkpoint = sources.checkpoint(ack_intents);
-            self.commit(writes, &checkpoint).await?;
-            self.write_acks(&checkpoint.ack_intents).await?;
+            let committing = async {
+                let touched = self.publish(publishes).await?;
+                published.extend(touched.iter().cloned());
+                // Every journal the shard has published to gets this commit's
+                // acknowledgement in the checkpoint: a primary that takes over writes them
+                // all again, which also rolls back what this primary publishes after the
+                // commit and never commits (a later transaction's messages are above the
+                // acknowledged clock). Only the journals this transaction wrote to get it
+                // now.
+                let ack_intents = match published.is_empty() {
+                    true => BTreeMap::new(),
+                    false => {
+                        let ack = ack_message(producer.next_id(Flags::ACK_TXN));
+                        published.iter().map(|j| (j.clone(), ack.clone())).collect()
+                    }
+                };
+                let checkpoint = sources.checkpoint(ack_intents);
+                self.commit(writes, &checkpoint).await?;
+                let now: std::collections::HashMap<String, Bytes> = checkpoint
+                    .ack_intents
+                    .iter()
+                    .filter(|(j, _)| touched.contains(*j))
+                    .map(|(j, a)| (j.clone(), a.clone()))
+                    .collect();
+                self.write_acks(&now).await?;
+                Ok::<_, Error>(checkpoint)
+            };
+            let checkpoint = match cancel.run_until_cancelled(committing).await {
+                Some(committed) => committed?,
+                None => break,
+            };
             self.app.committed(&mut shard, &checkpoint);
             self.status.send_modify(|s| {
                 s.read_through = read_through_map(&sources);
@@ -441,24 +502,19 @@ impl<A: Application> Primary<A> {
         Ok(())
     }
 
-    /// Appends the transaction's messages; returns the acknowledgement of each journal.
+    /// Appends the transaction's messages, in order; returns the journals written to.
     async fn publish(
         &self,
-        producer: &mut ShardProducer,
         publishes: Vec<(String, Bytes)>,
-    ) -> Result<BTreeMap<String, Bytes>> {
-        if publishes.is_empty() {
-            return Ok(BTreeMap::new());
-        }
-        let mut journals = BTreeMap::new();
+    ) -> Result<std::collections::BTreeSet<String>> {
+        let mut journals = std::collections::BTreeSet::new();
         for (journal, line) in publishes {
             self.appender
                 .append(&journal, line, &AppendOptions::default())
                 .await?;
-            journals.insert(journal, ());
+            journals.insert(journal);
         }
-        let ack = ack_message(producer.next_id(Flags::ACK_TXN));
-        Ok(journals.into_keys().map(|j| (j, ack.clone())).collect())
+        Ok(journals)
     }
 
     /// Appends the transaction to the recovery log (only while this primary is its
@@ -474,6 +530,7 @@ impl<A: Application> Primary<A> {
             checkpoint: Some(checkpoint.clone()),
         };
         let frame = record.frame().map_err(|e| Error::Log(e.to_string()))?;
+        self.ctx.check_lease(&self.ctx.spec.id)?;
         let options = AppendOptions {
             check_registers: Some(author_check(self.author)),
             ..AppendOptions::default()

@@ -89,7 +89,7 @@ impl Store {
     }
 
     /// Empties the store and marks it as following `log` from offset 0.
-    fn reset(&self, log: &str) -> Result<()> {
+    pub fn reset(&self, log: &str) -> Result<()> {
         let write = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let _ = write.delete_table(STATE).map_err(|e| self.err(e))?;

@@ -22,6 +22,8 @@ use tonic::transport::Channel;
 const SOURCE: &str = "sums/in/part-000";
 const LOG_PREFIX: &str = "sums/recovery";
 const SHARD: &str = "sum-000";
+/// Where the forwarding application publishes.
+const OUT: &str = "sums/out/part-000";
 
 /// Sums `n` per `stream` in keys `sum/{stream}`, and counts messages in `count`.
 struct Summer;
@@ -97,6 +99,7 @@ async fn harness() -> Harness {
     let mut raw = broker.client().await.expect("broker answers");
     create_journal(&mut raw, SOURCE).await;
     create_journal(&mut raw, &format!("{LOG_PREFIX}/{SHARD}")).await;
+    create_journal(&mut raw, OUT).await;
     let root = dir.path().join("consumer");
     Harness {
         _dir: dir,
@@ -114,16 +117,27 @@ struct Running {
 }
 
 fn start(h: &Harness, store: &str, role: Role) -> Running {
+    start_app(h, store, role, Summer, None)
+}
+
+fn start_app<A: Application>(
+    h: &Harness,
+    store: &str,
+    role: Role,
+    app: A,
+    lease_valid_until: Option<watch::Receiver<tokio::time::Instant>>,
+) -> Running {
     let ctx = ShardContext {
         client: connect_lazy(&h.broker.endpoint).expect("client"),
         spec: spec(),
         store_path: h.root.join(store),
+        lease_valid_until,
     };
     let (role_tx, role_rx) = watch::channel(role);
     let (status_tx, status) = watch::channel(ShardStatus::default());
     let cancel = CancellationToken::new();
     let task = tokio::spawn(shard::run(
-        Arc::new(Summer),
+        Arc::new(app),
         ctx,
         role_rx,
         status_tx,
@@ -359,4 +373,108 @@ async fn a_second_primary_fences_the_first_and_a_standby_takes_over() {
     let store =
         Store::open(&h.root.join("c.redb"), &format!("{LOG_PREFIX}/{SHARD}")).expect("store");
     assert_eq!(sums(&store), expected);
+}
+
+/// Forwards the `n` of every seventh message to `OUT` within the transaction.
+struct Forwarder;
+
+impl Application for Forwarder {
+    type Shard = ();
+
+    fn open(&self, _spec: &ShardSpec, _store: &Store) -> Result<(), AppError> {
+        Ok(())
+    }
+
+    fn consume(&self, (): &mut (), txn: &mut Txn<'_>, message: &Message) -> Result<(), AppError> {
+        // Only some messages: many transactions publish nothing, and their checkpoints
+        // must still be able to roll back what a later, aborted one published.
+        let n = message.value["n"].as_u64().ok_or("no n")?;
+        if n.is_multiple_of(7) {
+            txn.publish(OUT, &serde_json::json!({ "n": n }))?;
+        }
+        Ok(())
+    }
+}
+
+/// What `OUT` holds, read committed: each `n` released, and the messages still pending.
+async fn read_out(h: &Harness) -> (Vec<u64>, usize) {
+    use folio_client::framing::{LineSplitter, unframe_json};
+    use futures::StreamExt;
+    let client = connect_lazy(&h.broker.endpoint).expect("client");
+    let mut reader = folio_client::Reader::new(client, OUT, folio_client::ReadOptions::default())
+        .expect("reader");
+    let mut sequencer = folio_client::sequencer::Sequencer::new();
+    let mut splitter = LineSplitter::new();
+    let (mut released, mut offset) = (Vec::new(), 0);
+    while let Some(chunk) = reader.next().await {
+        for line in splitter.push(&chunk.expect("read").content) {
+            let (id, value) = unframe_json(&line).expect("a message");
+            for m in sequencer.push(&id, offset, value).expect("an id") {
+                if let Some(n) = m.get("n") {
+                    released.push(n.as_u64().expect("n"));
+                }
+            }
+            offset += line.len() as i64;
+        }
+    }
+    (released, sequencer.pending())
+}
+
+/// A primary whose commit fails after it published within the transaction (here: its
+/// lease ran out) leaves messages no acknowledgement will commit. The primary that takes
+/// over writes the last checkpoint's acknowledgements again, and those must reach every
+/// journal the shard publishes to, even when the last committed transaction published
+/// nothing: downstream then reads each forwarded message once, in order, with nothing left
+/// pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_published_by_a_primary_that_failed_to_commit_are_rolled_back() {
+    let h = harness().await;
+    let client = connect_lazy(&h.broker.endpoint).expect("client");
+    let mut publisher = Publisher::new(Appender::new(client), ProducerId::random());
+    let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+    let (lease, lease_rx) = watch::channel(far);
+    let mut running = start_app(&h, "f.redb", Role::Primary, Forwarder, Some(lease_rx));
+    // 0 is forwarded; the transaction of 1 publishes nothing.
+    for n in [0u64, 1] {
+        let head = publisher
+            .publish(SOURCE, &serde_json::json!({ "n": n }))
+            .await
+            .expect("publish")
+            .commit
+            .end;
+        read_through(&mut running, head).await;
+    }
+    // The lease runs out: 7 is forwarded, but its transaction cannot commit.
+    lease.send(tokio::time::Instant::now()).expect("lease");
+    let head = publisher
+        .publish(SOURCE, &serde_json::json!({ "n": 7 }))
+        .await
+        .expect("publish")
+        .commit
+        .end;
+    let ended = tokio::time::timeout(Duration::from_secs(30), &mut running.task)
+        .await
+        .expect("the primary stops")
+        .expect("join");
+    assert!(
+        matches!(ended, Err(folio_consumer::Error::LeaseExpired { .. })),
+        "{ended:?}"
+    );
+    let (released, pending) = read_out(&h).await;
+    assert_eq!(
+        (released, pending),
+        (vec![0], 1),
+        "7 waits for an acknowledgement"
+    );
+
+    let mut running = start_app(&h, "f.redb", Role::Primary, Forwarder, None);
+    read_through(&mut running, head).await;
+    running.cancel.cancel();
+    running.task.await.expect("join").expect("stops cleanly");
+    let (released, pending) = read_out(&h).await;
+    assert_eq!(released, [0, 7], "each forwarded message once, in order");
+    assert_eq!(
+        pending, 0,
+        "what the failed primary published was rolled back"
+    );
 }
