@@ -63,6 +63,7 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Serve(args) if args.check_config => serve::check_config(&args),
         Command::Serve(args) => {
             init_logging("info");
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

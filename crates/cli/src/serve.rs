@@ -74,10 +74,24 @@ pub struct ServeArgs {
     /// (and release their memory to waiting appends) sooner than many at once.
     #[arg(long, default_value_t = 4, env = "FOLIO_MAX_UPLOADS", value_parser = clap::value_parser!(u16).range(1..))]
     pub max_uploads: u16,
+    /// Check every setting (flags and FOLIO_* variables), print the configuration the
+    /// broker would run with, and exit: 0 when it is valid, 1 naming the first bad
+    /// setting. Nothing is created, bound or connected to.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
-/// Runs the broker until SIGINT or SIGTERM.
-pub async fn run(args: ServeArgs) -> Result<()> {
+/// The settings of `folio serve`, checked.
+#[derive(Debug)]
+struct Checked {
+    budget: usize,
+    max_message: usize,
+    min_append_rate: MinAppendRate,
+    suffix: String,
+}
+
+/// Checks every setting without side effects; errors name the flag and the value.
+fn check(args: &ServeArgs) -> Result<Checked> {
     let budget = byte_size("--memory-budget", &args.memory_budget)?;
     let max_message = byte_size("--max-message-size", &args.max_message_size)?;
     let min_append_rate = MinAppendRate {
@@ -96,6 +110,103 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             "--min-append-burst: 0s leaves an append no time to send its first chunk; use at least 100ms"
         );
     }
+    check_host_port("--listen", &args.listen)?;
+    for endpoint in &args.etcd {
+        let with_scheme = if endpoint.contains("://") {
+            endpoint.clone()
+        } else {
+            format!("http://{endpoint}")
+        };
+        let url = url::Url::parse(&with_scheme).with_context(|| {
+            format!("--etcd: {endpoint:?} is not an endpoint such as http://etcd:2379")
+        })?;
+        if url.host_str().is_none() || url.port_or_known_default().is_none() {
+            bail!("--etcd: {endpoint:?} names no host and port");
+        }
+    }
+    if let Some(endpoint) = &args.endpoint {
+        let url = url::Url::parse(endpoint).with_context(|| {
+            format!("--endpoint: {endpoint:?} is not a URL such as http://10.0.0.7:8080")
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            bail!("--endpoint: {endpoint:?} must be http:// or https:// with a host");
+        }
+    }
+    folio_coordination::Layout::new(args.prefix.clone())
+        .map_err(|e| anyhow::anyhow!("--prefix: {e}"))?;
+    let suffix = args.id.clone().unwrap_or_else(default_id);
+    let id = folio_protocol::process_spec::Id {
+        zone: args.zone.clone(),
+        suffix: suffix.clone(),
+    };
+    folio_coordination::keys::validate_member_id(&id)
+        .map_err(|e| anyhow::anyhow!("--zone / --id: {e}"))?;
+    if let Some(store) = &args.store {
+        folio_fragment_store::FragmentStore::open(store).context("--store")?;
+    }
+    if args.data_dir.as_os_str().is_empty() {
+        bail!("--data-dir: is empty");
+    }
+    Ok(Checked {
+        budget,
+        max_message,
+        min_append_rate,
+        suffix,
+    })
+}
+
+/// `host:port` with a numeric port (the host may be a name, as in `0.0.0.0:8080`).
+fn check_host_port(flag: &str, value: &str) -> Result<()> {
+    let ok = value
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !ok {
+        bail!("{flag}: {value:?} is not host:port, such as 0.0.0.0:8080");
+    }
+    Ok(())
+}
+
+/// `folio serve --check-config`: checks the settings and prints what the broker would run
+/// with (secrets in store URLs redacted).
+pub fn check_config(args: &ServeArgs) -> Result<()> {
+    let checked = check(args).context("--check-config")?;
+    let store = args.store.as_deref().map_or_else(
+        || {
+            format!(
+                "file://{}/fragments/ (the default)",
+                args.data_dir.display()
+            )
+        },
+        crate::journals::output::redact_url,
+    );
+    let mode = if args.etcd.is_empty() {
+        format!("embedded keyspace in {}", args.data_dir.display())
+    } else {
+        format!("etcd {}", args.etcd.join(","))
+    };
+    println!(
+        "configuration OK: listen {}, {mode}, prefix {}, member {}#{}, store {store}, \
+         memory budget {} bytes, max message {} bytes, lease TTL {}, shutdown grace {}",
+        args.listen,
+        args.prefix,
+        args.zone,
+        checked.suffix,
+        checked.budget,
+        checked.max_message,
+        humantime::format_duration(args.lease_ttl),
+        humantime::format_duration(args.shutdown_grace)
+    );
+    Ok(())
+}
+
+/// Runs the broker until SIGINT or SIGTERM.
+pub async fn run(args: ServeArgs) -> Result<()> {
+    let Checked {
+        budget,
+        max_message,
+        min_append_rate,
+        suffix,
+    } = check(&args)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
     let data_dir = args
@@ -128,7 +239,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let local = listener.local_addr()?;
     let config = BrokerConfig {
         zone: args.zone,
-        suffix: args.id.unwrap_or_else(default_id),
+        suffix,
         endpoint: args.endpoint.unwrap_or_else(|| format!("http://{local}")),
         default_store: Some(store.clone()),
         memory_budget: budget,

@@ -72,3 +72,79 @@ fn bad_input_is_one_line_naming_the_problem() {
     let err = String::from_utf8(out.stderr).expect("utf8");
     assert!(err.contains("does not exist"), "{err}");
 }
+
+#[test]
+fn check_config_validates_every_setting_and_touches_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("never-created");
+    let data = data.to_str().expect("utf-8");
+    let out = folio(&[
+        "serve",
+        "--check-config",
+        "--data-dir",
+        data,
+        "--etcd",
+        "http://etcd-0.etcd:2379,etcd-1.etcd:2379",
+        "--endpoint",
+        "http://10.1.2.3:8080",
+        "--listen",
+        "0.0.0.0:8080",
+        "--zone",
+        "zone-a",
+        "--id",
+        "broker-0",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("configuration OK: listen 0.0.0.0:8080, etcd "),
+        "{text}"
+    );
+    assert!(text.contains("member zone-a#broker-0"), "{text}");
+    assert!(!std::path::Path::new(data).exists(), "nothing was created");
+
+    // Each bad setting, by flag or by variable, is named with its value.
+    let cases: [(&[&str], &[(&str, &str)], &str); 6] = [
+        (
+            &["--memory-budget", "lots"],
+            &[],
+            "--memory-budget: \"lots\"",
+        ),
+        (
+            &[],
+            &[("FOLIO_LEASE_TTL", "1s")],
+            "--lease-ttl: 1s is too short",
+        ),
+        (
+            &["--listen", "nope"],
+            &[],
+            "--listen: \"nope\" is not host:port",
+        ),
+        (
+            &["--endpoint", "10.0.0.1:8080"],
+            &[],
+            "--endpoint: \"10.0.0.1:8080\"",
+        ),
+        (&["--prefix", "folio/"], &[], "--prefix: "),
+        (&["--store", "s3://bucket/no-slash"], &[], "--store: "),
+    ];
+    for (args, env, expected) in cases {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_folio"));
+        command
+            .args(["serve", "--check-config", "--data-dir", data])
+            .args(args)
+            .envs(env.iter().copied());
+        let out = command.output().expect("folio runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} {env:?} was accepted");
+        assert!(stderr.contains(expected), "{args:?} {env:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    // An unknown flag is a usage error too.
+    let out = folio(&["serve", "--check-config", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+}
