@@ -108,7 +108,9 @@ fn check_config_validates_every_setting_and_touches_nothing() {
     assert!(!std::path::Path::new(data).exists(), "nothing was created");
 
     // Each bad setting, by flag or by variable, is named with its value.
-    let cases: [(&[&str], &[(&str, &str)], &str); 6] = [
+    /// Flags, variables, and what the error must say.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case<'_>; 6] = [
         (
             &["--memory-budget", "lots"],
             &[],
