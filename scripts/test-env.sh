@@ -23,6 +23,8 @@ folio_ensure_tools() {
   command -v etcd >/dev/null || missing+=(etcd-server)
   command -v zstd >/dev/null || missing+=(zstd)
   command -v gzip >/dev/null || missing+=(gzip)
+  # `kubectl kustomize` renders deploy/'s overlays (tests/tests/deploy.rs).
+  command -v kubectl >/dev/null || missing+=(kubernetes-client)
   if [ ${#missing[@]} -gt 0 ]; then
     folio_log "installing Debian packages: ${missing[*]}"
     folio_as_root apt-get update -qq
