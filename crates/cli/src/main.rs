@@ -65,7 +65,14 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) if args.check_config => serve::check_config(&args),
         Command::Serve(args) => {
-            init_logging("info");
+            let filter = serve::log_filter(&args)?;
+            let logs = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr);
+            match args.log_format {
+                serve::LogFormat::Text => logs.init(),
+                serve::LogFormat::Json => logs.json().flatten_event(true).init(),
+            }
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(serve::run(args))
         }

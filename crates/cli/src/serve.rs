@@ -74,11 +74,44 @@ pub struct ServeArgs {
     /// (and release their memory to waiting appends) sooner than many at once.
     #[arg(long, default_value_t = 4, env = "FOLIO_MAX_UPLOADS", value_parser = clap::value_parser!(u16).range(1..))]
     pub max_uploads: u16,
+    /// Log lines as `text` (for people) or `json` (one object per line, for collectors).
+    #[arg(long, value_enum, default_value = "text", env = "FOLIO_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `info` or `info,folio_journal=debug` (default: FOLIO_LOG, then
+    /// RUST_LOG, then `info`).
+    #[arg(long, env = "FOLIO_LOG_LEVEL")]
+    pub log_level: Option<String>,
     /// Check every setting (flags and FOLIO_* variables), print the configuration the
     /// broker would run with, and exit: 0 when it is valid, 1 naming the first bad
     /// setting. Nothing is created, bound or connected to.
     #[arg(long)]
     pub check_config: bool,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The log filter `folio serve` runs with: `--log-level`, else `FOLIO_LOG`, else
+/// `RUST_LOG`, else `info`; an invalid one is an error naming where it came from.
+pub fn log_filter(args: &ServeArgs) -> Result<tracing_subscriber::EnvFilter> {
+    let (source, text) = match &args.log_level {
+        Some(level) => ("--log-level", level.clone()),
+        None => ["FOLIO_LOG", "RUST_LOG"]
+            .iter()
+            .find_map(|name| std::env::var(name).ok().map(|v| (*name, v)))
+            .unwrap_or(("the default", "info".to_owned())),
+    };
+    tracing_subscriber::EnvFilter::try_new(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{source}: {text:?} is not a log filter such as info or info,folio_journal=debug: {e}"
+        )
+    })
 }
 
 /// The settings of `folio serve`, checked.
@@ -147,6 +180,7 @@ fn check(args: &ServeArgs) -> Result<Checked> {
     if args.data_dir.as_os_str().is_empty() {
         bail!("--data-dir: is empty");
     }
+    log_filter(args)?;
     Ok(Checked {
         budget,
         max_message,

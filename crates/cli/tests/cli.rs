@@ -110,7 +110,7 @@ fn check_config_validates_every_setting_and_touches_nothing() {
     // Each bad setting, by flag or by variable, is named with its value.
     /// Flags, variables, and what the error must say.
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case<'_>; 6] = [
+    let cases: [Case<'_>; 7] = [
         (
             &["--memory-budget", "lots"],
             &[],
@@ -133,6 +133,11 @@ fn check_config_validates_every_setting_and_touches_nothing() {
         ),
         (&["--prefix", "folio/"], &[], "--prefix: "),
         (&["--store", "s3://bucket/no-slash"], &[], "--store: "),
+        (
+            &[],
+            &[("FOLIO_LOG_LEVEL", "info,=x[")],
+            "--log-level: \"info,=x[\"",
+        ),
     ];
     for (args, env, expected) in cases {
         let mut command = Command::new(env!("CARGO_BIN_EXE_folio"));
@@ -146,7 +151,65 @@ fn check_config_validates_every_setting_and_touches_nothing() {
         assert!(stderr.contains(expected), "{args:?} {env:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
     }
-    // An unknown flag is a usage error too.
+    // An unknown flag, or a log format there is none of, is a usage error.
     let out = folio(&["serve", "--check-config", "--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2));
+    let out = folio(&["serve", "--check-config", "--log-format", "yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--log-format"));
+}
+
+#[test]
+fn log_format_json_writes_one_object_per_line() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_folio"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env_remove("FOLIO_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("folio serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            if tx.send(line.expect("a line")).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut objects = Vec::new();
+    while objects.len() < 2 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            break;
+        };
+        // The one plain line is the banner the broker prints for people.
+        if line.starts_with("folio: ") {
+            continue;
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        objects.push(value);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(objects.len(), 2, "two log lines within 20 s");
+    for object in &objects {
+        assert_eq!(object["level"], "INFO", "{object}");
+        assert!(
+            object["message"].is_string() && object["target"].is_string(),
+            "{object}"
+        );
+    }
 }
