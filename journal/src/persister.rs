@@ -114,6 +114,10 @@ pub(crate) async fn run(
             }
         }
         let mut delays = retry_delays();
+        // The error last logged for this fragment: a failing persist is logged when its
+        // state changes (it starts failing, or fails differently, or recovers), not at
+        // every retry.
+        let mut failing: Option<(String, u32)> = None;
         loop {
             // Uploads of every journal share the broker's slots: a few at a time finish
             // (and release their memory) sooner than all of them at once.
@@ -137,14 +141,28 @@ pub(crate) async fn run(
             drop(slot);
             match result {
                 Ok(stored) => {
+                    if let Some((_, failures)) = failing.take() {
+                        tracing::info!(store = store.url(), journal = %fragment.journal,
+                            begin = fragment.begin, end = fragment.end, failures,
+                            "persisted the fragment after failed attempts");
+                    }
                     sink.store_health(None);
                     sink.persisted(job.closed.fragment.begin, stored);
                     drop(job.charge);
                     break;
                 }
                 Err(err) => {
-                    tracing::warn!(%err, journal = %fragment.journal, "persisting fragment failed; will retry");
-                    sink.store_health(Some(err.to_string()));
+                    let text = err.to_string();
+                    match &mut failing {
+                        Some((last, failures)) if *last == text => *failures += 1,
+                        _ => {
+                            tracing::warn!(store = store.url(), journal = %fragment.journal,
+                                begin = fragment.begin, end = fragment.end, error = %text,
+                                "persisting the fragment failed; retrying (logged again only when the error changes or it recovers)");
+                            failing = Some((text.clone(), 1));
+                        }
+                    }
+                    sink.store_health(Some(text));
                     let delay = delays.next().expect("retry delays never run out");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}

@@ -578,3 +578,73 @@ async fn a_journal_without_files_starts_past_other_journals_files_under_its_pref
     );
     assert_eq!(replica.shutdown(Duration::from_secs(10)).await, 0);
 }
+
+/// Log lines written while a test runs, for the one test that reads them.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A fragment whose uploads fail again and again is logged once when it starts failing
+/// (naming the store, the fragment and the error) and once when it recovers, not at
+/// every retry.
+#[tokio::test]
+async fn a_failing_persist_is_logged_once_per_change_not_per_retry() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    // This thread only: the test's runtime runs every task on it.
+    let _logs = tracing::subscriber::set_default(subscriber);
+    let base = memory_store();
+    let down = Arc::new(AtomicBool::new(false));
+    let store = base.with_object_store(Arc::new(Flaky {
+        inner: base.object_store().clone(),
+        down: down.clone(),
+    }));
+    let mut config = ReplicaConfig::new(64 << 20);
+    config.persist.max_attempts = 1;
+    let replica = Replica::start(spec("acme/logs/p0", "4KiB", "NONE"), vec![store], config);
+    append(&replica, &[b"first\n"]).await; // Completes the first listing.
+    down.store(true, Ordering::SeqCst);
+    let block: &'static [u8] = &[b'y'; 5000];
+    append(&replica, &[block]).await; // Past the fragment length: the next append
+    append(&replica, &[b"z\n"]).await; // starts a new spool, and the full one closes.
+    // Retries start at 100 ms and double: several fail in this time.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    down.store(false, Ordering::SeqCst);
+    assert_eq!(replica.shutdown(Duration::from_secs(30)).await, 0);
+
+    let text = String::from_utf8(captured.0.lock().expect("log lock").clone()).expect("utf-8");
+    let failed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("persisting the fragment failed"))
+        .collect();
+    assert_eq!(
+        failed.len(),
+        1,
+        "one line for the failure, not one per retry:\n{text}"
+    );
+    let line = failed[0];
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("store=\"memory://"), "the store: {line}");
+    assert!(line.contains("begin=0 end=5006"), "the fragment: {line}");
+    assert!(line.contains("connection refused"), "the error: {line}");
+    let recovered: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("persisted the fragment after failed attempts"))
+        .collect();
+    assert_eq!(recovered.len(), 1, "{text}");
+    assert!(recovered[0].contains("failures="), "{}", recovered[0]);
+}
