@@ -145,14 +145,9 @@ fn check(args: &ServeArgs) -> Result<Checked> {
     }
     check_host_port("--listen", &args.listen)?;
     for endpoint in &args.etcd {
-        let with_scheme = if endpoint.contains("://") {
-            endpoint.clone()
-        } else {
-            format!("http://{endpoint}")
-        };
-        let url = url::Url::parse(&with_scheme).with_context(|| {
-            format!("--etcd: {endpoint:?} is not an endpoint such as http://etcd:2379")
-        })?;
+        let url = url::Url::parse(&crate::journals::broker::with_scheme(endpoint)).with_context(
+            || format!("--etcd: {endpoint:?} is not an endpoint such as http://etcd:2379"),
+        )?;
         if url.host_str().is_none() || url.port_or_known_default().is_none() {
             bail!("--etcd: {endpoint:?} names no host and port");
         }

@@ -29,7 +29,7 @@ use crate::Error;
 use crate::consumer::{ShardSpec, shard_spec};
 use crate::proto::{Label, LabelSet};
 use crate::spec::{duration_of, proto_duration};
-use crate::spec_doc::{LabelDoc, duration_text};
+use crate::spec_doc::{LabelDoc, duration_text, json_text, parse_json, parse_yaml, yaml_text};
 
 /// A file of shard specs: `shards:` followed by a list of specs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -160,15 +160,12 @@ impl ShardSpecDoc {
 impl ShardsDocument {
     /// Parses a `shards:` YAML document and validates every spec.
     pub fn from_yaml(text: &str) -> Result<Vec<ShardSpec>, Error> {
-        let doc: Self =
-            serde_yaml_ng::from_str(text).map_err(|e| Error::Document(e.to_string()))?;
-        doc.to_specs()
+        parse_yaml::<Self>(text)?.to_specs()
     }
 
     /// Parses a `{"shards": [...]}` JSON document and validates every spec.
     pub fn from_json(text: &str) -> Result<Vec<ShardSpec>, Error> {
-        let doc: Self = serde_json::from_str(text).map_err(|e| Error::Document(e.to_string()))?;
-        doc.to_specs()
+        parse_json::<Self>(text)?.to_specs()
     }
 
     /// The validated specs of this document, in order.
@@ -187,14 +184,12 @@ impl ShardsDocument {
 
     /// YAML text of this document.
     pub fn to_yaml(&self) -> String {
-        serde_yaml_ng::to_string(self)
-            .expect("shard documents hold only strings, numbers and lists")
+        yaml_text(self)
     }
 
     /// Pretty JSON text of this document.
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self)
-            .expect("shard documents hold only strings, numbers and lists")
+        json_text(self)
     }
 }
 

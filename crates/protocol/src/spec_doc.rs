@@ -289,15 +289,12 @@ impl JournalSpecDoc {
 impl SpecsDocument {
     /// Parses a `journals:` YAML document and validates every spec.
     pub fn from_yaml(text: &str) -> Result<Vec<JournalSpec>, Error> {
-        let doc: Self =
-            serde_yaml_ng::from_str(text).map_err(|e| Error::Document(e.to_string()))?;
-        doc.to_specs()
+        parse_yaml::<Self>(text)?.to_specs()
     }
 
     /// Parses a `{"journals": [...]}` JSON document and validates every spec.
     pub fn from_json(text: &str) -> Result<Vec<JournalSpec>, Error> {
-        let doc: Self = serde_json::from_str(text).map_err(|e| Error::Document(e.to_string()))?;
-        doc.to_specs()
+        parse_json::<Self>(text)?.to_specs()
     }
 
     /// The validated specs of this document, in order.
@@ -316,14 +313,33 @@ impl SpecsDocument {
 
     /// YAML text of this document.
     pub fn to_yaml(&self) -> String {
-        serde_yaml_ng::to_string(self).expect("spec documents hold only strings, numbers and lists")
+        yaml_text(self)
     }
 
     /// Pretty JSON text of this document.
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self)
-            .expect("spec documents hold only strings, numbers and lists")
+        json_text(self)
     }
+}
+
+/// A document parsed from YAML; the error is the parser's (field and line).
+pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Error> {
+    serde_yaml_ng::from_str(text).map_err(|e| Error::Document(e.to_string()))
+}
+
+/// A document parsed from JSON; the error is the parser's.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Error> {
+    serde_json::from_str(text).map_err(|e| Error::Document(e.to_string()))
+}
+
+/// YAML text of a spec document (which holds only strings, numbers and lists).
+pub(crate) fn yaml_text<T: Serialize>(doc: &T) -> String {
+    serde_yaml_ng::to_string(doc).expect("spec documents hold only strings, numbers and lists")
+}
+
+/// Pretty JSON text of a spec document.
+pub(crate) fn json_text<T: Serialize>(doc: &T) -> String {
+    serde_json::to_string_pretty(doc).expect("spec documents hold only strings, numbers and lists")
 }
 
 /// Parses a byte size: a number of bytes, or a number with a unit `KiB`, `MiB`, `GiB` or

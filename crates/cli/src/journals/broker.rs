@@ -27,11 +27,7 @@ impl Broker {
     /// A lazily connected client of `url` (`http://host:port`; a bare `host:port` is
     /// taken as http).
     pub fn connect(url: &str) -> Result<Self> {
-        let url = if url.contains("://") {
-            url.to_owned()
-        } else {
-            format!("http://{url}")
-        };
+        let url = with_scheme(url);
         let client = connect_lazy(&url).map_err(|e| anyhow!("--broker: {e}"))?;
         Ok(Self {
             client,
@@ -215,6 +211,15 @@ impl Broker {
     /// broker's message otherwise, with the causes the status carries.
     fn status_text(&self, status: &tonic::Status) -> String {
         status_text(&format!("cannot reach the broker at {}", self.url), status)
+    }
+}
+
+/// `url`, with `http://` in front when it names no scheme (a bare `host:port`).
+pub(crate) fn with_scheme(url: &str) -> String {
+    if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("http://{url}")
     }
 }
 

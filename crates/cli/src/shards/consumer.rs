@@ -9,7 +9,7 @@ use folio_protocol::consumer::shard_client::ShardClient;
 use folio_protocol::consumer::{ApplyRequest, ListRequest, Status, apply_request, list_response};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::journals::broker::status_text;
+use crate::journals::broker::{status_text, with_scheme};
 
 /// A listed shard.
 pub type Listed = list_response::Shard;
@@ -24,11 +24,7 @@ pub struct ConsumerProcess {
 impl ConsumerProcess {
     /// A lazy connection to `url` (a bare `host:port` means http).
     pub fn connect(url: &str) -> Result<Self> {
-        let url = if url.contains("://") {
-            url.to_owned()
-        } else {
-            format!("http://{url}")
-        };
+        let url = with_scheme(url);
         let endpoint =
             Endpoint::from_shared(url.clone()).map_err(|e| anyhow!("--consumer {url:?}: {e}"))?;
         Ok(Self {
