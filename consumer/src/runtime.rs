@@ -264,99 +264,105 @@ pub async fn start<A: Application>(
     let client = folio_client::connect_lazy(&config.broker)?;
 
     let allocator_cancel = CancellationToken::new();
-    let allocator = tokio::spawn({
-        let (keyspace, view, layout, me) = (
-            keyspace.clone(),
-            view.clone(),
-            layout.clone(),
-            config.id.clone(),
-        );
-        let cancel = allocator_cancel.clone();
-        async move {
-            let mut revisions = view.subscribe();
-            loop {
-                let step = cancel
-                    .run_until_cancelled(allocate_once(&*keyspace, &view, &layout, &me))
-                    .await;
-                match step {
-                    None => return,
-                    Some(Ok(true)) => continue,
-                    Some(Ok(false)) => {}
-                    Some(Err(err)) => {
-                        tracing::warn!(error = %err, "allocating shards failed");
-                        let pause = tokio::time::sleep(Duration::from_millis(200));
-                        if cancel.run_until_cancelled(pause).await.is_none() {
-                            return;
+    let allocator = tokio::spawn(tracing::Instrument::instrument(
+        {
+            let (keyspace, view, layout, me) = (
+                keyspace.clone(),
+                view.clone(),
+                layout.clone(),
+                config.id.clone(),
+            );
+            let cancel = allocator_cancel.clone();
+            async move {
+                let mut revisions = view.subscribe();
+                loop {
+                    let step = cancel
+                        .run_until_cancelled(allocate_once(&*keyspace, &view, &layout, &me))
+                        .await;
+                    match step {
+                        None => return,
+                        Some(Ok(true)) => continue,
+                        Some(Ok(false)) => {}
+                        Some(Err(err)) => {
+                            tracing::warn!(error = %err, "allocating shards failed");
+                            let pause = tokio::time::sleep(Duration::from_millis(200));
+                            if cancel.run_until_cancelled(pause).await.is_none() {
+                                return;
+                            }
+                            continue;
                         }
-                        continue;
                     }
-                }
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    changed = revisions.changed() => if changed.is_err() { return },
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        changed = revisions.changed() => if changed.is_err() { return },
+                    }
                 }
             }
-        }
-    });
+        },
+        tracing::info_span!("shard_allocator"),
+    ));
 
-    let task = tokio::spawn({
-        let consumer = consumer.clone();
-        async move {
-            let mut revisions = consumer.view.subscribe();
-            let mut member_status = membership.status();
-            let mut exiting_since = None;
-            let mut lost = None;
-            loop {
-                if let MemberStatus::Lost { reason } = &*member_status.borrow() {
-                    tracing::error!(
-                        reason,
-                        "this consumer's lease was lost: stopping every shard"
-                    );
-                    lost = Some(reason.clone());
-                    break;
-                }
-                let mine = reconcile(&consumer, &app, &client, &config).await;
-                if cancel.is_cancelled() {
-                    let since = *exiting_since.get_or_insert_with(tokio::time::Instant::now);
-                    if !spec.exiting {
-                        spec.exiting = true;
-                        if let Err(err) = membership.update(spec.clone()).await {
-                            tracing::warn!(error = %err, "marking this consumer exiting failed");
-                        }
-                    }
-                    if mine.primaries == 0 || since.elapsed() >= config.exit_grace {
+    let task = tokio::spawn(tracing::Instrument::instrument(
+        {
+            let consumer = consumer.clone();
+            async move {
+                let mut revisions = consumer.view.subscribe();
+                let mut member_status = membership.status();
+                let mut exiting_since = None;
+                let mut lost = None;
+                loop {
+                    if let MemberStatus::Lost { reason } = &*member_status.borrow() {
+                        tracing::error!(
+                            reason,
+                            "this consumer's lease was lost: stopping every shard"
+                        );
+                        lost = Some(reason.clone());
                         break;
                     }
+                    let mine = reconcile(&consumer, &app, &client, &config).await;
+                    if cancel.is_cancelled() {
+                        let since = *exiting_since.get_or_insert_with(tokio::time::Instant::now);
+                        if !spec.exiting {
+                            spec.exiting = true;
+                            if let Err(err) = membership.update(spec.clone()).await {
+                                tracing::warn!(error = %err, "marking this consumer exiting failed");
+                            }
+                        }
+                        if mine.primaries == 0 || since.elapsed() >= config.exit_grace {
+                            break;
+                        }
+                    }
+                    tokio::select! {
+                        () = cancel.cancelled(), if exiting_since.is_none() => {}
+                        changed = revisions.changed() => if changed.is_err() { break },
+                        () = consumer.changed.notified() => {}
+                        _ = member_status.changed() => {}
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
                 }
-                tokio::select! {
-                    () = cancel.cancelled(), if exiting_since.is_none() => {}
-                    changed = revisions.changed() => if changed.is_err() { break },
-                    () = consumer.changed.notified() => {}
-                    _ = member_status.changed() => {}
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                allocator_cancel.cancel();
+                let _ = allocator.await;
+                let running: Vec<LocalShard> = {
+                    let mut shards = consumer.shards.lock().expect("shards lock");
+                    std::mem::take(&mut *shards).into_values().collect()
+                };
+                stop_shards(running).await;
+                if let Err(err) = membership.revoke().await {
+                    tracing::warn!(error = %err, "revoking this consumer's lease failed");
                 }
-            }
-            allocator_cancel.cancel();
-            let _ = allocator.await;
-            let running: Vec<LocalShard> = {
-                let mut shards = consumer.shards.lock().expect("shards lock");
-                std::mem::take(&mut *shards).into_values().collect()
-            };
-            stop_shards(running).await;
-            if let Err(err) = membership.revoke().await {
-                tracing::warn!(error = %err, "revoking this consumer's lease failed");
-            }
-            view_cancel.cancel();
-            let _ = view_task.await;
-            match lost {
-                Some(reason) => Err(Error::Coordination(format!(
-                    "this consumer's membership lease was lost ({reason}); its shards are \
+                view_cancel.cancel();
+                let _ = view_task.await;
+                match lost {
+                    Some(reason) => Err(Error::Coordination(format!(
+                        "this consumer's membership lease was lost ({reason}); its shards are \
                      another process's now"
-                ))),
-                None => Ok(()),
+                    ))),
+                    None => Ok(()),
+                }
             }
-        }
-    });
+        },
+        tracing::info_span!("consumer_reconcile"),
+    ));
     Ok((consumer, task))
 }
 
@@ -511,13 +517,17 @@ fn spawn_shard<A: Application>(
     let (role_tx, role_rx) = watch::channel(role);
     let (status_tx, status_rx) = watch::channel(ShardStatus::default());
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(supervise(
-        app.clone(),
-        ctx,
-        role_rx,
-        status_tx,
-        cancel.clone(),
-        consumer.changed.clone(),
+    let span = tracing::info_span!("shard", shard = %entry.spec.id);
+    let task = tokio::spawn(tracing::Instrument::instrument(
+        supervise(
+            app.clone(),
+            ctx,
+            role_rx,
+            status_tx,
+            cancel.clone(),
+            consumer.changed.clone(),
+        ),
+        span,
     ));
     LocalShard {
         role: role_tx,
@@ -558,7 +568,7 @@ async fn supervise<A: Application>(
             }
         }
     };
-    let notifier = tokio::spawn(notify);
+    let notifier = tokio::spawn(tracing::Instrument::in_current_span(notify));
     loop {
         let run = shard::run(
             app.clone(),

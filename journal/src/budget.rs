@@ -70,18 +70,34 @@ impl MemoryBudget {
     /// released.
     pub async fn charge(&self, bytes: usize) -> Charge {
         let n = bytes.min(self.inner.total);
-        let permit = self
-            .inner
-            .permits
-            .acquire_many(u32::try_from(n).unwrap_or(u32::MAX))
-            .await
-            .expect("the budget's semaphore is never closed");
+        let wanted = u32::try_from(n).unwrap_or(u32::MAX);
+        let permit = match self.inner.permits.try_acquire_many(wanted) {
+            Ok(permit) => permit,
+            Err(_) => {
+                let started = tokio::time::Instant::now();
+                let permit = self
+                    .inner
+                    .permits
+                    .acquire_many(wanted)
+                    .await
+                    .expect("the budget's semaphore is never closed");
+                metrics::counter!(crate::metrics::BUDGET_WAITS).increment(1);
+                metrics::histogram!(crate::metrics::BUDGET_WAIT_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
+                permit
+            }
+        };
         permit.forget();
         self.inner.used.fetch_add(n, Ordering::Relaxed);
         Charge {
             budget: self.clone(),
             bytes: n,
         }
+    }
+
+    /// Spools holding committed content now.
+    pub fn open_spools(&self) -> usize {
+        self.inner.open_spools.load(Ordering::Relaxed)
     }
 
     /// A spool received its first committed content.

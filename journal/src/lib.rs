@@ -22,6 +22,7 @@ pub mod budget;
 pub mod clock;
 mod error;
 pub mod flow;
+pub mod metrics;
 pub mod persister;
 pub mod pipeline;
 pub mod rate;
@@ -33,5 +34,6 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use flow::MinAppendRate;
 pub use replica::{
-    AppendChunk, AppendOutcome, AppendParams, ReadEvent, ReadParams, Replica, ReplicaConfig,
+    AppendChunk, AppendOutcome, AppendParams, Progress, ReadEvent, ReadParams, Replica,
+    ReplicaConfig,
 };

@@ -40,6 +40,8 @@ pub(crate) struct PersistJob {
     /// A replica's copy: at this time, look for the file its primary uploaded, and upload
     /// it only if it is not there (the primary died first).
     pub check_at: Option<tokio::time::Instant>,
+    /// Counts the fragment in the queue gauges until the job is dropped (held, never read).
+    pub _queued: crate::metrics::Queued,
 }
 
 /// What the persister reports back to its replica.
@@ -108,6 +110,7 @@ pub(crate) async fn run(
                 () = cancel.cancelled() => return,
             }
             if let Ok(Some(stored)) = find_persisted(store, &fragment).await {
+                metrics::counter!(crate::metrics::PERSIST_FOUND).increment(1);
                 sink.persisted(job.closed.fragment.begin, stored);
                 drop(job.charge);
                 continue;
@@ -129,6 +132,7 @@ pub(crate) async fn run(
                     return;
                 }
             };
+            let started = tokio::time::Instant::now();
             let attempt = persist(store, &fragment, &job.closed.chunks, &options);
             let result = tokio::select! {
                 r = attempt => r,
@@ -141,6 +145,7 @@ pub(crate) async fn run(
             drop(slot);
             match result {
                 Ok(stored) => {
+                    crate::metrics::uploaded(fragment.content_length(), started.elapsed());
                     if let Some((_, failures)) = failing.take() {
                         tracing::info!(store = store.url(), journal = %fragment.journal,
                             begin = fragment.begin, end = fragment.end, failures,
@@ -152,6 +157,7 @@ pub(crate) async fn run(
                     break;
                 }
                 Err(err) => {
+                    metrics::counter!(crate::metrics::PERSIST_FAILURES).increment(1);
                     let text = err.to_string();
                     match &mut failing {
                         Some((last, failures)) if *last == text => *failures += 1,

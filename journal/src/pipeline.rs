@@ -229,12 +229,9 @@ impl Pipeline {
                 requests: p.requests.clone(),
             })
             .collect();
-        tokio::spawn(answer_in_order(
-            answers,
-            confirm_to,
-            queue,
-            answered_tx,
-            on_roll_requested,
+        tokio::spawn(tracing::Instrument::instrument(
+            answer_in_order(answers, confirm_to, queue, answered_tx, on_roll_requested),
+            tracing::info_span!("pipeline_answers", journal = %journal),
         ));
         self.answering = Some(Answering {
             expected,

@@ -24,6 +24,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::budget::{Charge, MemoryBudget};
 use crate::clock::{Clock, SystemClock};
@@ -169,6 +170,21 @@ pub enum ReadEvent {
     },
 }
 
+/// A snapshot of where a replica's content is (see [`Replica::progress`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The committed write head.
+    pub write_head: i64,
+    /// Committed bytes in the open spool.
+    pub spool_bytes: i64,
+    /// Closed fragments not yet persisted.
+    pub unpersisted_fragments: usize,
+    /// Content bytes of the closed fragments not yet persisted.
+    pub unpersisted_bytes: i64,
+    /// End offset of the persisted fragments the index knows (0 when none).
+    pub persisted_end: i64,
+}
+
 /// A journal replica on this broker.
 #[derive(Debug, Clone)]
 pub struct Replica {
@@ -307,23 +323,33 @@ impl Replica {
         let replica = Replica { inner };
         let sink: Arc<dyn PersistSink> = Arc::new(replica.clone());
         {
+            let journal = replica.inner.name.clone();
             let mut tasks = lock(&replica.inner.tasks);
-            tasks.spawn(persister::run(
-                persist_rx,
-                stores.first().cloned(),
-                config.persist.clone(),
-                sink,
-                persister::Shared {
-                    slots: config.upload_slots.clone(),
-                    budget: config.budget.clone(),
-                    stopping: replica.inner.stopping.clone(),
-                    cancel: replica.inner.cancel.clone(),
-                },
-            ));
+            tasks.spawn(
+                persister::run(
+                    persist_rx,
+                    stores.first().cloned(),
+                    config.persist.clone(),
+                    sink,
+                    persister::Shared {
+                        slots: config.upload_slots.clone(),
+                        budget: config.budget.clone(),
+                        stopping: replica.inner.stopping.clone(),
+                        cancel: replica.inner.cancel.clone(),
+                    },
+                )
+                .instrument(tracing::info_span!("persister", %journal)),
+            );
             let refresher = replica.clone();
-            tasks.spawn(async move { refresher.refresh_index().await });
+            tasks.spawn(
+                async move { refresher.refresh_index().await }
+                    .instrument(tracing::info_span!("index_refresh", %journal)),
+            );
             let relief = replica.clone();
-            tasks.spawn(async move { relief.relieve_pressure().await });
+            tasks.spawn(
+                async move { relief.relieve_pressure().await }
+                    .instrument(tracing::info_span!("memory_relief", %journal)),
+            );
         }
         replica
     }
@@ -425,6 +451,19 @@ impl Replica {
         }
         all.sort_by_key(|f| (f.begin, f.end));
         all
+    }
+
+    /// Where this replica's content is: in its spool, in closed fragments on their way to
+    /// the store, and persisted (for status pages and metrics).
+    pub fn progress(&self) -> Progress {
+        let state = lock(&self.inner.state);
+        Progress {
+            write_head: self.write_head(),
+            spool_bytes: state.spool.len(),
+            unpersisted_fragments: state.local.len(),
+            unpersisted_bytes: state.local.values().map(|(f, _, _)| f.end - f.begin).sum(),
+            persisted_end: state.index.end_offset(),
+        }
     }
 
     /// The journal's current registers.

@@ -31,6 +31,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+use tracing::Instrument;
 
 use crate::replication::{GrpcConnector, Peers};
 
@@ -182,7 +183,21 @@ impl Broker {
         lock(&self.replicas).get(name).cloned()
     }
 
-    /// Whether a spec named `journal` exists.
+    /// Every replica this broker holds now.
+    pub(crate) fn replicas_now(&self) -> Vec<Replica> {
+        lock(&self.replicas).values().cloned().collect()
+    }
+
+    /// Every member of the cluster, in id order.
+    pub(crate) fn members(&self) -> Vec<folio_coordination::Member> {
+        self.view.read(|state| self.layout.members(state).items)
+    }
+
+    /// The broker's memory budget.
+    pub(crate) fn budget(&self) -> &folio_journal::MemoryBudget {
+        &self.replica_config.budget
+    }
+
     /// Whether `journal` (a `;suffix` is ignored) has a spec.
     pub(crate) fn has_spec(&self, journal: &str) -> bool {
         let (name, _) = folio_protocol::split_meta(journal);
@@ -323,13 +338,17 @@ impl Broker {
         retiring.retain(|task| !task.is_finished());
         for replica in to_stop {
             tracing::info!(journal = %replica.name(), "no longer serving journal");
-            retiring.push(tokio::spawn(async move {
-                let left = replica.shutdown(Duration::from_secs(30)).await;
-                if left > 0 {
-                    tracing::error!(journal = %replica.name(), bytes = left, "stopped with unpersisted content");
+            let span = tracing::info_span!("retire_replica", journal = %replica.name());
+            retiring.push(tokio::spawn(
+                async move {
+                    let left = replica.shutdown(Duration::from_secs(30)).await;
+                    if left > 0 {
+                        tracing::error!(journal = %replica.name(), bytes = left, "stopped with unpersisted content");
+                    }
+                    left
                 }
-                left
-            }));
+                .instrument(span),
+            ));
         }
         drop(retiring);
         advertise
@@ -343,15 +362,19 @@ impl Broker {
             return;
         }
         let broker = self.clone();
-        tokio::spawn(async move {
-            match replica.sync().await {
-                Ok(()) => broker.wake.notify_one(),
-                Err(err) => {
-                    tracing::debug!(journal = %name, %err, "pulse could not sync the route; the next append or revision tries again")
+        let span = tracing::info_span!("pulse", journal = %name);
+        tokio::spawn(
+            async move {
+                match replica.sync().await {
+                    Ok(()) => broker.wake.notify_one(),
+                    Err(err) => {
+                        tracing::debug!(journal = %name, %err, "pulse could not sync the route; the next append or revision tries again")
+                    }
                 }
+                lock(&broker.pulsing).remove(&name);
             }
-            lock(&broker.pulsing).remove(&name);
-        });
+            .instrument(span),
+        );
     }
 
     /// Opens the spec's stores on a blocking thread: opening a `file://` store creates its

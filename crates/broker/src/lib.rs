@@ -12,6 +12,8 @@
 //!   or answered with its route under `do_not_proxy`;
 //! - [`serve`]: membership, keyspace view, gRPC health and reflection, and graceful
 //!   shutdown (stop appends, persist every spool, drain, leave);
+//! - the HTTP port (`http.rs`): Prometheus [`metrics`] and the broker's state
+//!   ([`BrokerState`]) as JSON;
 //! - the one mapping from internal errors to protocol `Status` and gRPC statuses
 //!   (`status.rs`).
 //!
@@ -19,13 +21,17 @@
 //! `folio-coordination`); it wires them together.
 
 mod broker;
+mod http;
+pub mod metrics;
 mod proxy;
 mod replication;
 mod serve;
 mod service;
+mod snapshot;
 mod status;
 
 pub use broker::Broker;
 pub use folio_journal::MinAppendRate;
 pub use serve::{BrokerConfig, DEFAULT_JOURNAL_LIMIT, ServeError, serve};
 pub use service::JournalService;
+pub use snapshot::{BrokerState, JournalState, MemberState, ProgressState, StoreState};

@@ -79,35 +79,39 @@ impl Connector for GrpcConnector {
         // after the first proposal (sent on `requests` once this returns) arrives.
         let journal = journal.to_owned();
         let endpoint = endpoint.clone();
-        tokio::spawn(async move {
-            let call = tokio::time::timeout(
-                Duration::from_secs(10),
-                client.replicate(ReceiverStream::new(outgoing)),
-            );
-            let mut incoming = match call.await {
-                Ok(Ok(response)) => response.into_inner(),
-                Ok(Err(status)) => {
-                    let _ = responses_tx
-                        .send(Err(format!("{endpoint}: {}", status.message())))
-                        .await;
-                    return;
+        let span = tracing::info_span!("replicate_to_peer", journal = %journal, peer = %endpoint);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let call = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    client.replicate(ReceiverStream::new(outgoing)),
+                );
+                let mut incoming = match call.await {
+                    Ok(Ok(response)) => response.into_inner(),
+                    Ok(Err(status)) => {
+                        let _ = responses_tx
+                            .send(Err(format!("{endpoint}: {}", status.message())))
+                            .await;
+                        return;
+                    }
+                    Err(_) => {
+                        let _ = responses_tx
+                            .send(Err(format!("{endpoint}: no answer within 10 s")))
+                            .await;
+                        return;
+                    }
+                };
+                while let Some(message) = incoming.next().await {
+                    let item = message.map_err(|s| format!("{endpoint}: {}", s.message()));
+                    let failed = item.is_err();
+                    if responses_tx.send(item).await.is_err() || failed {
+                        return;
+                    }
                 }
-                Err(_) => {
-                    let _ = responses_tx
-                        .send(Err(format!("{endpoint}: no answer within 10 s")))
-                        .await;
-                    return;
-                }
-            };
-            while let Some(message) = incoming.next().await {
-                let item = message.map_err(|s| format!("{endpoint}: {}", s.message()));
-                let failed = item.is_err();
-                if responses_tx.send(item).await.is_err() || failed {
-                    return;
-                }
-            }
-            tracing::debug!(%journal, %endpoint, "replication stream ended");
-        });
+                tracing::debug!(%journal, %endpoint, "replication stream ended");
+            },
+            span,
+        ));
         Ok(PeerStream {
             requests,
             responses,

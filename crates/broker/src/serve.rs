@@ -16,6 +16,7 @@ use folio_protocol::{BrokerSpec, ProcessSpec};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
+use tracing::Instrument;
 
 use crate::broker::Broker;
 use crate::service::JournalService;
@@ -62,6 +63,8 @@ pub struct BrokerConfig {
     /// append to a journal whose route has fewer members than its replication is refused
     /// with `INSUFFICIENT_JOURNAL_BROKERS`.
     pub single_broker: bool,
+    /// Address of the HTTP port (metrics, status); `None`: no HTTP port.
+    pub http_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for BrokerConfig {
@@ -81,6 +84,7 @@ impl Default for BrokerConfig {
             max_uploads: folio_journal::replica::DEFAULT_UPLOADS,
             journal_limit: DEFAULT_JOURNAL_LIMIT,
             single_broker: false,
+            http_listen: None,
         }
     }
 }
@@ -98,6 +102,14 @@ pub enum ServeError {
     /// The listener has no address.
     #[error("listener: {0}")]
     Listener(#[from] std::io::Error),
+    /// The HTTP port could not be opened.
+    #[error("HTTP port {addr}: {reason}")]
+    Http {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why it failed.
+        reason: String,
+    },
     /// The membership lease expired (the keyspace was unreachable for a whole TTL).
     #[error("membership lost: {0}")]
     MembershipLost(String),
@@ -115,6 +127,19 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let local = listener.local_addr()?;
+    // Opened first: a port that cannot be had fails the start before the broker joins.
+    let http = match config.http_listen {
+        Some(addr) => {
+            let fail = |reason: String| ServeError::Http { addr, reason };
+            let metrics = crate::metrics::handle().map_err(fail)?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            tracing::info!(addr = %listener.local_addr().map_err(|e| fail(e.to_string()))?, "HTTP port serving /metrics and /status");
+            Some((listener, metrics))
+        }
+        None => None,
+    };
     let endpoint = if config.endpoint.is_empty() {
         format!("http://{local}")
     } else {
@@ -160,7 +185,25 @@ pub async fn serve(
         replica_config,
         lease_valid,
     ));
-    let resolver = tokio::spawn(broker.clone().run_resolver(cancel.clone()));
+    let resolver = tokio::spawn(
+        broker
+            .clone()
+            .run_resolver(cancel.clone())
+            .instrument(tracing::info_span!("resolver")),
+    );
+    let http_task = http.map(|(listener, metrics)| {
+        let stopped = cancel.clone();
+        let broker = broker.clone();
+        tokio::spawn(
+            async move {
+                let shutdown = async move { stopped.cancelled().await };
+                if let Err(err) = crate::http::serve(listener, broker, metrics, shutdown).await {
+                    tracing::error!(%err, "the HTTP port failed");
+                }
+            }
+            .instrument(tracing::info_span!("http")),
+        )
+    });
     // Answer nothing before the first resolution: a broker that just started must not list
     // journals without routes, nor refuse appends it is about to be primary of.
     broker.wait_resolved(broker.view.revision()).await;
@@ -242,6 +285,7 @@ pub async fn serve(
         tokio::time::sleep_until(deadline).await;
     };
     let server = tonic::transport::Server::builder()
+        .layer(crate::metrics::GrpcMetricsLayer)
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(16 << 20)
         .add_service(health_service)
@@ -258,6 +302,9 @@ pub async fn serve(
 
     cancel.cancel();
     let _ = resolver.await;
+    if let Some(task) = http_task {
+        let _ = task.await;
+    }
     let _ = view_task.await;
     match Arc::try_unwrap(membership) {
         Ok(membership) => {

@@ -147,6 +147,84 @@ impl JournalService {
         }
     }
 
+    /// Runs an append this broker serves as primary, on its replica.
+    async fn append_local(
+        &self,
+        replica: folio_journal::Replica,
+        header: folio_protocol::Header,
+        first: AppendRequest,
+        stream: Streaming<AppendRequest>,
+    ) -> Result<Response<AppendResponse>, tonic::Status> {
+        let header = Some(header);
+        // Content in the first message (allowed by Gazette's clients) is the append's first chunk.
+        let leading =
+            (!first.content.is_empty()).then(|| Ok(AppendChunk::Content(first.content.clone())));
+        // The replica sees any stream error as the client aborting. A message over the size
+        // limit is the broker refusing it, not the client aborting: remember it, to answer
+        // RESOURCE_EXHAUSTED instead of CANCELLED.
+        let oversize = Arc::new(Mutex::new(None));
+        let seen = oversize.clone();
+        let chunks = futures::stream::iter(leading).chain(stream.map(move |message| {
+            message
+                .map(|m| {
+                    if m.content.is_empty() {
+                        AppendChunk::Commit
+                    } else {
+                        AppendChunk::Content(m.content)
+                    }
+                })
+                .inspect_err(|e| {
+                    if let Some(status) = oversize_status(e) {
+                        *lock(&seen) = Some(status);
+                    }
+                })
+        }));
+        let params = AppendParams {
+            offset: first.offset,
+            check_registers: first.check_registers,
+            union_registers: first.union_registers,
+            subtract_registers: first.subtract_registers,
+        };
+        match replica.append(params, Box::pin(chunks)).await {
+            // The lease may have lapsed while the append streamed: another broker may
+            // serve the journal by now, so this one acknowledges nothing (the append is
+            // committed here; its client retries, at least once).
+            Ok(_) if !self.broker.lease_holds() => Err(lease_lapsed()),
+            Ok(outcome) => Ok(Response::new(AppendResponse {
+                status: Status::Ok as i32,
+                header,
+                commit: Some(outcome.commit),
+                registers: Some(outcome.registers),
+                ..Default::default()
+            })),
+            Err(err) => {
+                // The stream ended on a message the broker refused as too large.
+                if matches!(err, folio_journal::Error::Aborted(_))
+                    && let Some(refused) = lock(&oversize).take()
+                {
+                    return Err(refused);
+                }
+                match journal_outcome(err) {
+                    Outcome::Journal { status, detail } => Ok(Response::new(AppendResponse {
+                        status: status as i32,
+                        header,
+                        store_health_error: if status == Status::FragmentStoreUnhealthy {
+                            detail
+                        } else {
+                            String::new()
+                        },
+                        // As Gazette: a mismatch answers the journal's registers, so the
+                        // client sees what its selector was checked against.
+                        registers: (status == Status::RegisterMismatch)
+                            .then(|| replica.registers()),
+                        ..Default::default()
+                    })),
+                    Outcome::Rpc(status) => Err(status),
+                }
+            }
+        }
+    }
+
     /// Refuses an upsert that changes an existing journal's path-postfix template: a
     /// journal's fragment files are told from nested journals' by that template
     /// (docs/fragment-ownership.md), so files written under the old one would no longer
@@ -246,23 +324,26 @@ impl Journal for JournalService {
             .map_or(0, |e| e.revision);
         let service = self.clone();
         let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(async move {
-            let mut revisions = service.broker.view.subscribe();
-            let mut last = resume;
-            loop {
-                let revision = *revisions.borrow_and_update();
-                if revision > last {
-                    last = revision;
-                    if tx.send(Ok(service.list_snapshot(&selector))).await.is_err() {
-                        return;
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let mut revisions = service.broker.view.subscribe();
+                let mut last = resume;
+                loop {
+                    let revision = *revisions.borrow_and_update();
+                    if revision > last {
+                        last = revision;
+                        if tx.send(Ok(service.list_snapshot(&selector))).await.is_err() {
+                            return;
+                        }
+                    }
+                    tokio::select! {
+                        changed = revisions.changed() => if changed.is_err() { return },
+                        () = tx.closed() => return,
                     }
                 }
-                tokio::select! {
-                    changed = revisions.changed() => if changed.is_err() { return },
-                    () = tx.closed() => return,
-                }
-            }
-        });
+            },
+            tracing::info_span!("list_watch"),
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -375,6 +456,7 @@ impl Journal for JournalService {
         let (replica, header) = match routed {
             Routed::Local(replica, header) => (replica, header),
             Routed::Peer(client, header) => {
+                metrics::counter!(crate::metrics::PROXIED, "kind" => "read").increment(1);
                 let responses = proxy::read(client, request, header).await?;
                 return Ok(Response::new(Box::pin(responses)));
             }
@@ -389,6 +471,7 @@ impl Journal for JournalService {
                 }))));
             }
         };
+        metrics::counter!(crate::metrics::READS).increment(1);
         let header = Some(header);
         let mut events = replica.read(ReadParams {
             offset: request.offset,
@@ -398,54 +481,58 @@ impl Journal for JournalService {
             end_offset: request.end_offset,
         });
         let (tx, rx) = mpsc::channel(8);
-        tokio::spawn(async move {
-            let mut header = header;
-            while let Some(event) = events.recv().await {
-                let response = match event {
-                    Ok(ReadEvent::Metadata {
-                        offset,
-                        write_head,
-                        fragment,
-                        fragment_url,
-                    }) => Ok(ReadResponse {
-                        status: Status::Ok as i32,
-                        header: header.take(),
-                        offset,
-                        write_head,
-                        fragment: Some(fragment),
-                        fragment_url: fragment_url.unwrap_or_default(),
-                        content: Default::default(),
-                    }),
-                    Ok(ReadEvent::Content { offset, content }) => Ok(ReadResponse {
-                        status: Status::Ok as i32,
-                        offset,
-                        content,
-                        ..Default::default()
-                    }),
-                    Err(err) => {
-                        let (offset, write_head) = match &err {
-                            folio_journal::Error::OffsetNotYetAvailable { offset, write_head } => {
-                                (*offset, *write_head)
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let mut header = header;
+                while let Some(event) = events.recv().await {
+                    let response = match event {
+                        Ok(ReadEvent::Metadata {
+                            offset,
+                            write_head,
+                            fragment,
+                            fragment_url,
+                        }) => Ok(ReadResponse {
+                            status: Status::Ok as i32,
+                            header: header.take(),
+                            offset,
+                            write_head,
+                            fragment: Some(fragment),
+                            fragment_url: fragment_url.unwrap_or_default(),
+                            content: Default::default(),
+                        }),
+                        Ok(ReadEvent::Content { offset, content }) => Ok(ReadResponse {
+                            status: Status::Ok as i32,
+                            offset,
+                            content,
+                            ..Default::default()
+                        }),
+                        Err(err) => {
+                            let (offset, write_head) = match &err {
+                                folio_journal::Error::OffsetNotYetAvailable {
+                                    offset,
+                                    write_head,
+                                } => (*offset, *write_head),
+                                _ => (0, 0),
+                            };
+                            match journal_outcome(err) {
+                                Outcome::Journal { status, .. } => Ok(ReadResponse {
+                                    status: status as i32,
+                                    header: header.take(),
+                                    offset,
+                                    write_head,
+                                    ..Default::default()
+                                }),
+                                Outcome::Rpc(status) => Err(status),
                             }
-                            _ => (0, 0),
-                        };
-                        match journal_outcome(err) {
-                            Outcome::Journal { status, .. } => Ok(ReadResponse {
-                                status: status as i32,
-                                header: header.take(),
-                                offset,
-                                write_head,
-                                ..Default::default()
-                            }),
-                            Outcome::Rpc(status) => Err(status),
                         }
+                    };
+                    if tx.send(response).await.is_err() {
+                        return;
                     }
-                };
-                if tx.send(response).await.is_err() {
-                    return;
                 }
-            }
-        });
+            },
+            tracing::info_span!("read_responses", journal = %request.journal),
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -453,6 +540,7 @@ impl Journal for JournalService {
         &self,
         request: Request<Streaming<AppendRequest>>,
     ) -> Result<Response<AppendResponse>, tonic::Status> {
+        let started = std::time::Instant::now();
         let mut stream = request.into_inner();
         let first = stream
             .message()
@@ -497,10 +585,12 @@ impl Journal for JournalService {
         let (replica, header) = match routed {
             Routed::Local(replica, header) => (replica, header),
             Routed::Peer(client, header) => {
+                metrics::counter!(crate::metrics::PROXIED, "kind" => "append").increment(1);
                 let response = proxy::append(client, first, stream, header).await?;
                 return Ok(Response::new(response));
             }
             Routed::Answer(status, header) => {
+                crate::metrics::append_answered(status.as_str_name(), 0, started.elapsed());
                 return Ok(Response::new(AppendResponse {
                     status: status as i32,
                     header: Some(header),
@@ -511,74 +601,17 @@ impl Journal for JournalService {
         if !self.broker.lease_holds() {
             return Err(lease_lapsed());
         }
-        let header = Some(header);
-        // Content in the first message (allowed by Gazette's clients) is the append's first chunk.
-        let leading =
-            (!first.content.is_empty()).then(|| Ok(AppendChunk::Content(first.content.clone())));
-        // The replica sees any stream error as the client aborting. A message over the size
-        // limit is the broker refusing it, not the client aborting: remember it, to answer
-        // RESOURCE_EXHAUSTED instead of CANCELLED.
-        let oversize = Arc::new(Mutex::new(None));
-        let seen = oversize.clone();
-        let chunks = futures::stream::iter(leading).chain(stream.map(move |message| {
-            message
-                .map(|m| {
-                    if m.content.is_empty() {
-                        AppendChunk::Commit
-                    } else {
-                        AppendChunk::Content(m.content)
-                    }
-                })
-                .inspect_err(|e| {
-                    if let Some(status) = oversize_status(e) {
-                        *lock(&seen) = Some(status);
-                    }
-                })
-        }));
-        let params = AppendParams {
-            offset: first.offset,
-            check_registers: first.check_registers,
-            union_registers: first.union_registers,
-            subtract_registers: first.subtract_registers,
-        };
-        match replica.append(params, Box::pin(chunks)).await {
-            // The lease may have lapsed while the append streamed: another broker may
-            // serve the journal by now, so this one acknowledges nothing (the append is
-            // committed here; its client retries, at least once).
-            Ok(_) if !self.broker.lease_holds() => Err(lease_lapsed()),
-            Ok(outcome) => Ok(Response::new(AppendResponse {
-                status: Status::Ok as i32,
-                header,
-                commit: Some(outcome.commit),
-                registers: Some(outcome.registers),
-                ..Default::default()
-            })),
-            Err(err) => {
-                // The stream ended on a message the broker refused as too large.
-                if matches!(err, folio_journal::Error::Aborted(_))
-                    && let Some(refused) = lock(&oversize).take()
-                {
-                    return Err(refused);
-                }
-                match journal_outcome(err) {
-                    Outcome::Journal { status, detail } => Ok(Response::new(AppendResponse {
-                        status: status as i32,
-                        header,
-                        store_health_error: if status == Status::FragmentStoreUnhealthy {
-                            detail
-                        } else {
-                            String::new()
-                        },
-                        // As Gazette: a mismatch answers the journal's registers, so the
-                        // client sees what its selector was checked against.
-                        registers: (status == Status::RegisterMismatch)
-                            .then(|| replica.registers()),
-                        ..Default::default()
-                    })),
-                    Outcome::Rpc(status) => Err(status),
-                }
+        let answered = self.append_local(replica, header, first, stream).await;
+        let (status, bytes) = match &answered {
+            Ok(response) => {
+                let response = response.get_ref();
+                let bytes = response.commit.as_ref().map_or(0, |c| c.end - c.begin);
+                (response.status().as_str_name().to_owned(), bytes)
             }
-        }
+            Err(status) => (crate::metrics::grpc_status_label(status.code()), 0),
+        };
+        crate::metrics::append_answered(&status, bytes, started.elapsed());
+        answered
     }
 
     async fn replicate(
@@ -624,11 +657,14 @@ impl Journal for JournalService {
         }
         let (tx, rx) = mpsc::channel(folio_journal::pipeline::PEER_QUEUE);
         let requests = futures::stream::iter([Ok::<_, tonic::Status>(first)]).chain(stream);
-        tokio::spawn(async move {
-            if let Err(err) = replica.replicate(&ours, Box::pin(requests), tx).await {
-                tracing::debug!(journal = %replica.name(), %err, "replication stream ended");
-            }
-        });
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                if let Err(err) = replica.replicate(&ours, Box::pin(requests), tx).await {
+                    tracing::debug!(journal = %replica.name(), %err, "replication stream ended");
+                }
+            },
+            tracing::info_span!("replica_stream", journal = %proposal.journal),
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
     }
 

@@ -74,6 +74,10 @@ pub struct ServeArgs {
     /// (and release their memory to waiting appends) sooner than many at once.
     #[arg(long, default_value_t = 4, env = "FOLIO_MAX_UPLOADS", value_parser = clap::value_parser!(u16).range(1..))]
     pub max_uploads: u16,
+    /// Address of the HTTP port, such as 0.0.0.0:8081: Prometheus metrics at /metrics, the
+    /// broker's state as JSON at /status. Off unless set.
+    #[arg(long, env = "FOLIO_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
     /// Log lines as `text` (for people) or `json` (one object per line, for collectors).
     #[arg(long, value_enum, default_value = "text", env = "FOLIO_LOG_FORMAT")]
     pub log_format: LogFormat,
@@ -121,6 +125,7 @@ struct Checked {
     max_message: usize,
     min_append_rate: MinAppendRate,
     suffix: String,
+    http_listen: Option<std::net::SocketAddr>,
 }
 
 /// Checks every setting without side effects; errors name the flag and the value.
@@ -144,6 +149,20 @@ fn check(args: &ServeArgs) -> Result<Checked> {
         );
     }
     check_host_port("--listen", &args.listen)?;
+    let http_listen = match &args.http_listen {
+        None => None,
+        Some(text) => {
+            let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "--http-listen: {text:?} is not an IP address and port, such as 0.0.0.0:8081"
+                )
+            })?;
+            if args.listen.parse::<std::net::SocketAddr>().ok() == Some(addr) {
+                bail!("--http-listen: {text:?} is also --listen; the HTTP port needs its own");
+            }
+            Some(addr)
+        }
+    };
     for endpoint in &args.etcd {
         let url = url::Url::parse(&crate::journals::broker::with_scheme(endpoint)).with_context(
             || format!("--etcd: {endpoint:?} is not an endpoint such as http://etcd:2379"),
@@ -181,6 +200,7 @@ fn check(args: &ServeArgs) -> Result<Checked> {
         max_message,
         min_append_rate,
         suffix,
+        http_listen,
     })
 }
 
@@ -215,7 +235,8 @@ pub fn check_config(args: &ServeArgs) -> Result<()> {
     };
     println!(
         "configuration OK: listen {}, {mode}, prefix {}, member {}#{}, store {store}, \
-         memory budget {} bytes, max message {} bytes, lease TTL {}, shutdown grace {}",
+         memory budget {} bytes, max message {} bytes, lease TTL {}, shutdown grace {}, \
+         HTTP port {}",
         args.listen,
         args.prefix,
         args.zone,
@@ -223,7 +244,10 @@ pub fn check_config(args: &ServeArgs) -> Result<()> {
         checked.budget,
         checked.max_message,
         humantime::format_duration(args.lease_ttl),
-        humantime::format_duration(args.shutdown_grace)
+        humantime::format_duration(args.shutdown_grace),
+        checked
+            .http_listen
+            .map_or_else(|| "off".to_owned(), |a| a.to_string())
     );
     Ok(())
 }
@@ -235,6 +259,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         max_message,
         min_append_rate,
         suffix,
+        http_listen,
     } = check(&args)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
@@ -281,6 +306,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         max_uploads: usize::from(args.max_uploads),
         journal_limit: args.journal_limit,
         single_broker: args.etcd.is_empty(),
+        http_listen,
     };
     let mode = if args.etcd.is_empty() {
         format!("embedded keyspace in {}", data_dir.display())

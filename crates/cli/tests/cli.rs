@@ -105,12 +105,13 @@ fn check_config_validates_every_setting_and_touches_nothing() {
         "{text}"
     );
     assert!(text.contains("member zone-a#broker-0"), "{text}");
+    assert!(text.ends_with("HTTP port off\n"), "{text}");
     assert!(!std::path::Path::new(data).exists(), "nothing was created");
 
     // Each bad setting, by flag or by variable, is named with its value.
     /// Flags, variables, and what the error must say.
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case<'_>; 7] = [
+    let cases: [Case<'_>; 9] = [
         (
             &["--memory-budget", "lots"],
             &[],
@@ -137,6 +138,21 @@ fn check_config_validates_every_setting_and_touches_nothing() {
             &[],
             &[("FOLIO_LOG_LEVEL", "info,=x[")],
             "--log-level: \"info,=x[\"",
+        ),
+        (
+            &[],
+            &[("FOLIO_HTTP_LISTEN", "localhost:8081")],
+            "--http-listen: \"localhost:8081\" is not an IP address and port",
+        ),
+        (
+            &[
+                "--listen",
+                "127.0.0.1:8080",
+                "--http-listen",
+                "127.0.0.1:8080",
+            ],
+            &[],
+            "--http-listen: \"127.0.0.1:8080\" is also --listen",
         ),
     ];
     for (args, env, expected) in cases {

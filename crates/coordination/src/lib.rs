@@ -39,6 +39,7 @@ pub mod keys;
 pub mod keyspace;
 pub mod membership;
 pub mod memory;
+pub mod metrics;
 pub mod view;
 
 use std::path::PathBuf;

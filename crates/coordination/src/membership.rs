@@ -240,6 +240,12 @@ async fn keep_alive(
             () = cancel.cancelled() => return,
             attempt = tokio::time::timeout(interval, keyspace.keep_alive_once(lease)) => attempt,
         };
+        let outcome = match &attempt {
+            Ok(Ok(())) => "ok",
+            Ok(Err(_)) => "failed",
+            Err(_) => "timeout",
+        };
+        metrics::counter!(crate::metrics::LEASE_RENEWALS, "outcome" => outcome).increment(1);
         match attempt {
             Ok(Ok(())) => {
                 if lapsed_warned {

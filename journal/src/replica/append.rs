@@ -572,7 +572,9 @@ impl Replica {
             .as_ref()
             .map(|f| f.path_postfix_template.clone())
             .unwrap_or_default();
+        let queued = crate::metrics::Queued::new(closed.fragment.content_length().max(0) as usize);
         let job = PersistJob {
+            _queued: queued,
             closed,
             charge,
             template,

@@ -22,11 +22,15 @@ impl Replica {
     pub fn read(&self, params: ReadParams) -> mpsc::Receiver<Result<ReadEvent>> {
         let (tx, rx) = mpsc::channel(8);
         let replica = self.clone();
-        tokio::spawn(async move {
-            if let Err(err) = replica.read_into(params, &tx).await {
-                let _ = tx.send(Err(err)).await;
-            }
-        });
+        let span = tracing::info_span!("read", journal = %self.inner.name, offset = params.offset);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                if let Err(err) = replica.read_into(params, &tx).await {
+                    let _ = tx.send(Err(err)).await;
+                }
+            },
+            span,
+        ));
         rx
     }
 
@@ -93,6 +97,8 @@ impl Replica {
                         }
                     }
                     for chunk in content {
+                        metrics::counter!(crate::metrics::READ_BYTES_SPOOL)
+                            .increment(chunk.len() as u64);
                         if !send_content(tx, &mut offset, chunk).await {
                             return Ok(());
                         }
@@ -113,6 +119,9 @@ impl Replica {
                     };
                     let hand_off = params.do_not_proxy || params.metadata_only;
                     if tx.send(Ok(meta)).await.is_err() || hand_off {
+                        if params.do_not_proxy {
+                            metrics::counter!(crate::metrics::READ_SIGNED_URLS).increment(1);
+                        }
                         return Ok(());
                     }
                     let end = match params.end_offset {
@@ -228,6 +237,7 @@ impl Replica {
             let mut at = from;
             while at < to {
                 let next = (at + READ_CHUNK).min(to);
+                metrics::counter!(crate::metrics::READ_BYTES_STORE).increment((next - at) as u64);
                 if !send_content(tx, offset, whole.slice(at..next)).await {
                     return Ok(false);
                 }
@@ -241,6 +251,7 @@ impl Replica {
             if *offset + chunk.len() as i64 > end {
                 chunk.truncate((end - *offset) as usize);
             }
+            metrics::counter!(crate::metrics::READ_BYTES_STORE).increment(chunk.len() as u64);
             if !chunk.is_empty() && !send_content(tx, offset, chunk).await {
                 return Ok(false);
             }

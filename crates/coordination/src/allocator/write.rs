@@ -228,9 +228,12 @@ pub async fn allocate_once(
         return Ok(Step::NotLeader);
     };
     if changes.is_empty() {
+        metrics::counter!(crate::metrics::ALLOCATOR_RUNS, "outcome" => "converged").increment(1);
         return Ok(Step::Converged);
     }
     let outcome = write_changes(keyspace, layout, &fence, &members, &changes).await?;
+    metrics::counter!(crate::metrics::ALLOCATOR_RUNS, "outcome" => "wrote").increment(1);
+    metrics::counter!(crate::metrics::ALLOCATOR_CHANGES).increment(changes.len() as u64);
     tracing::debug!(changes = changes.len(), ?outcome, "wrote assignments");
     view.wait_for_revision(outcome.revision).await?;
     Ok(Step::Wrote(outcome))

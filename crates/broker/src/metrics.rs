@@ -1,0 +1,340 @@
+//! The broker's metrics, rendered in Prometheus' text format on the HTTP port's
+//! `/metrics`.
+//!
+//! Events (appends, reads, uploads, lease renewals, allocator runs, gRPC calls) are
+//! counted through the `metrics` facade where they happen; state (journals served, spools,
+//! the memory budget, store health) is read from the broker at each scrape. No series has a
+//! journal label: a broker serves up to 100,000 journals, and a series per journal would
+//! make every scrape that large. Labels take only bounded values: protocol status names,
+//! gRPC methods of the services this broker serves and codes, fragment store URLs (one per
+//! configured store), a fixed set of sources and outcomes. Per-journal figures are on the
+//! status page.
+
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::broker::Broker;
+
+/// Appends answered by this broker as primary, by protocol `status` (or `grpc_<code>`
+/// when the append ended in a gRPC error).
+pub const APPENDS: &str = "folio_appends_total";
+/// Content bytes of appends acknowledged with status OK.
+pub const APPEND_BYTES: &str = "folio_append_bytes_total";
+/// From an append's first message to its acknowledgement, for appends answered OK.
+pub const APPEND_SECONDS: &str = "folio_append_duration_seconds";
+/// Read RPCs this broker served from its own replica.
+pub const READS: &str = "folio_reads_total";
+/// Requests (appends and reads) this broker proxied to the journal's primary.
+pub const PROXIED: &str = "folio_proxied_total";
+/// gRPC calls, by `method` and `code`.
+pub const GRPC_REQUESTS: &str = "folio_grpc_requests_total";
+/// Journals this broker serves, by `role` (`primary` or `replica`).
+pub const JOURNALS: &str = "folio_journals";
+/// Spools holding committed content.
+pub const SPOOLS_OPEN: &str = "folio_spools_open";
+/// Committed bytes in open spools.
+pub const SPOOL_BYTES: &str = "folio_spool_bytes";
+/// The memory budget's size.
+pub const BUDGET_BYTES: &str = "folio_memory_budget_bytes";
+/// Bytes charged against the memory budget (spools and fragments not yet persisted).
+pub const BUDGET_USED_BYTES: &str = "folio_memory_budget_used_bytes";
+/// 1 while a fragment store's last upload or listing by this broker succeeded, by `store`.
+pub const STORE_HEALTHY: &str = "folio_store_healthy";
+/// 1 for this broker, labelled with its `zone` and `suffix`.
+pub const BROKER_INFO: &str = "folio_broker_info";
+
+/// Upper bounds (seconds) of the latency histograms' buckets: 100 µs to 30 s.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// gRPC methods counted by name; any other path (nothing this broker serves) is `other`,
+/// so a client cannot create series at will.
+const METHODS: &[&str] = &[
+    "/protocol.Journal/List",
+    "/protocol.Journal/Apply",
+    "/protocol.Journal/Read",
+    "/protocol.Journal/Append",
+    "/protocol.Journal/Replicate",
+    "/protocol.Journal/ListFragments",
+    "/protocol.Journal/FragmentStoreHealth",
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+];
+
+/// The process's Prometheus recorder, installed at the first call. Every broker in the
+/// process records into it (a process normally runs one).
+pub fn handle() -> Result<PrometheusHandle, String> {
+    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+                .map_err(|e| e.to_string())?
+                .install_recorder()
+                .map_err(|e| format!("installing the metrics recorder: {e}"))?;
+            describe();
+            Ok(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    folio_journal::metrics::describe();
+    folio_coordination::metrics::describe();
+    describe_counter!(
+        APPENDS,
+        "Appends answered by this broker as primary, by protocol status (grpc_<code> for gRPC errors)."
+    );
+    describe_counter!(
+        APPEND_BYTES,
+        Unit::Bytes,
+        "Content bytes of appends acknowledged OK."
+    );
+    describe_histogram!(
+        APPEND_SECONDS,
+        Unit::Seconds,
+        "From an append's first message to its acknowledgement (appends answered OK)."
+    );
+    describe_counter!(READS, "Read RPCs served from this broker's own replicas.");
+    describe_counter!(
+        PROXIED,
+        "Appends and reads proxied to the journal's primary, by kind."
+    );
+    describe_counter!(GRPC_REQUESTS, "gRPC calls, by method and code.");
+    describe_gauge!(JOURNALS, "Journals this broker serves, by role.");
+    describe_gauge!(SPOOLS_OPEN, "Spools holding committed content.");
+    describe_gauge!(SPOOL_BYTES, Unit::Bytes, "Committed bytes in open spools.");
+    describe_gauge!(BUDGET_BYTES, Unit::Bytes, "Size of the memory budget.");
+    describe_gauge!(
+        BUDGET_USED_BYTES,
+        Unit::Bytes,
+        "Bytes charged against the memory budget (spools and fragments not yet persisted)."
+    );
+    describe_gauge!(
+        STORE_HEALTHY,
+        "1 while this broker's last upload or listing in the store succeeded, else 0."
+    );
+    describe_gauge!(BROKER_INFO, "This broker's identity, as labels.");
+    // Every counter is exported from the start (at 0), so dashboards and alerts see a
+    // series before its first event instead of none.
+    use folio_coordination::metrics as c;
+    use folio_journal::metrics as j;
+    for name in [
+        APPEND_BYTES,
+        READS,
+        j::READ_BYTES_SPOOL,
+        j::READ_BYTES_STORE,
+        j::READ_SIGNED_URLS,
+        j::PERSIST_UPLOADS,
+        j::PERSIST_BYTES,
+        j::PERSIST_FAILURES,
+        j::PERSIST_FOUND,
+        j::BUDGET_WAITS,
+        c::ALLOCATOR_CHANGES,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    metrics::counter!(APPENDS, "status" => "OK").increment(0);
+    for kind in ["append", "read"] {
+        metrics::counter!(PROXIED, "kind" => kind).increment(0);
+    }
+    for outcome in ["ok", "failed", "timeout"] {
+        metrics::counter!(c::LEASE_RENEWALS, "outcome" => outcome).increment(0);
+    }
+    for outcome in ["converged", "wrote"] {
+        metrics::counter!(c::ALLOCATOR_RUNS, "outcome" => outcome).increment(0);
+    }
+    metrics::gauge!(j::PERSIST_QUEUE_FRAGMENTS).increment(0.0);
+    metrics::gauge!(j::PERSIST_QUEUE_BYTES).increment(0.0);
+}
+
+/// Renders the metrics, after reading the broker's state into the gauges.
+pub fn render(handle: &PrometheusHandle, broker: &Broker) -> String {
+    let state = broker.state();
+    metrics::gauge!(BROKER_INFO, "zone" => state.zone.clone(), "suffix" => state.suffix.clone())
+        .set(1.0);
+    let primaries = state.journals.iter().filter(|j| j.primary).count();
+    metrics::gauge!(JOURNALS, "role" => "primary").set(primaries as f64);
+    metrics::gauge!(JOURNALS, "role" => "replica").set((state.journals.len() - primaries) as f64);
+    metrics::gauge!(SPOOLS_OPEN).set(state.open_spools as f64);
+    let spooled: i64 = state.journals.iter().map(|j| j.progress.spool_bytes).sum();
+    metrics::gauge!(SPOOL_BYTES).set(spooled as f64);
+    metrics::gauge!(BUDGET_BYTES).set(state.budget_total as f64);
+    metrics::gauge!(BUDGET_USED_BYTES).set(state.budget_used as f64);
+    for store in &state.stores {
+        let healthy = if store.error.is_none() { 1.0 } else { 0.0 };
+        metrics::gauge!(STORE_HEALTHY, "store" => store.url.clone()).set(healthy);
+    }
+    handle.render()
+}
+
+/// Records an append this broker answered as primary.
+pub(crate) fn append_answered(status: &str, bytes: i64, took: Duration) {
+    metrics::counter!(APPENDS, "status" => status.to_owned()).increment(1);
+    if status == "OK" {
+        metrics::counter!(APPEND_BYTES).increment(bytes.max(0) as u64);
+        metrics::histogram!(APPEND_SECONDS).record(took.as_secs_f64());
+    }
+}
+
+/// The `status` label of a call that ended in gRPC error `code`.
+pub(crate) fn grpc_status_label(code: tonic::Code) -> String {
+    format!("grpc_{code:?}")
+}
+
+/// A tower layer counting gRPC calls by method and code. The code is the response's
+/// `grpc-status`, from its headers (a call refused before any message) or its trailers; a
+/// response dropped before its trailers (the client went away) counts as `Cancelled`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcMetricsLayer;
+
+impl<S> tower::Layer<S> for GrpcMetricsLayer {
+    type Service = GrpcMetrics<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcMetrics { inner }
+    }
+}
+
+/// See [`GrpcMetricsLayer`].
+#[derive(Debug, Clone)]
+pub struct GrpcMetrics<S> {
+    inner: S,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for GrpcMetrics<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+{
+    type Response = http::Response<CountedBody<R>>;
+    type Error = S::Error;
+    type Future = CountedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path();
+        let method = METHODS.iter().find(|m| **m == path).map_or("other", |m| {
+            let m: &'static str = m;
+            &m[1..]
+        });
+        CountedFuture {
+            inner: self.inner.call(request),
+            method,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`GrpcMetrics`].
+    #[derive(Debug)]
+    pub struct CountedFuture<F> {
+        #[pin]
+        inner: F,
+        method: &'static str,
+    }
+}
+
+impl<F, R, E> std::future::Future for CountedFuture<F>
+where
+    F: std::future::Future<Output = Result<http::Response<R>, E>>,
+{
+    type Output = Result<http::Response<CountedBody<R>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = match this.inner.poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(err)) => {
+                count_call(this.method, tonic::Code::Unknown);
+                return Poll::Ready(Err(err));
+            }
+            Poll::Ready(Ok(response)) => response,
+        };
+        let method = *this.method;
+        // A trailers-only response carries its status in the headers.
+        let pending = match grpc_code(response.headers()) {
+            Some(code) => {
+                count_call(method, code);
+                None
+            }
+            None => Some(method),
+        };
+        Poll::Ready(Ok(response.map(|inner| CountedBody { inner, pending })))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that counts its call once its trailers pass.
+    #[derive(Debug)]
+    pub struct CountedBody<B> {
+        #[pin]
+        inner: B,
+        // The method, until the call is counted.
+        pending: Option<&'static str>,
+    }
+
+    impl<B> PinnedDrop for CountedBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(method) = this.project().pending.take() {
+                count_call(method, tonic::Code::Cancelled);
+            }
+        }
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for CountedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Some(method) = *this.pending {
+            let code = match &polled {
+                Poll::Ready(Some(Ok(frame))) => frame.trailers_ref().map(grpc_code),
+                Poll::Ready(Some(Err(_))) => Some(Some(tonic::Code::Internal)),
+                // Ended without trailers: not a gRPC answer.
+                Poll::Ready(None) => Some(Some(tonic::Code::Unknown)),
+                Poll::Pending => None,
+            };
+            if let Some(code) = code {
+                count_call(method, code.unwrap_or(tonic::Code::Unknown));
+                *this.pending = None;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn grpc_code(headers: &http::HeaderMap) -> Option<tonic::Code> {
+    headers
+        .get("grpc-status")
+        .map(|value| tonic::Code::from_bytes(value.as_bytes()))
+}
+
+fn count_call(method: &'static str, code: tonic::Code) {
+    metrics::counter!(GRPC_REQUESTS, "method" => method, "code" => format!("{code:?}"))
+        .increment(1);
+}
