@@ -25,6 +25,8 @@ folio_ensure_tools() {
   command -v gzip >/dev/null || missing+=(gzip)
   # `kubectl kustomize` renders deploy/'s overlays (tests/tests/deploy.rs).
   command -v kubectl >/dev/null || missing+=(kubernetes-client)
+  # Headless Chromium loads the broker's status page (tests/tests/status_page.rs).
+  [ -x "${FOLIO_CHROMIUM:-/usr/bin/chromium}" ] || missing+=(chromium)
   if [ ${#missing[@]} -gt 0 ]; then
     folio_log "installing Debian packages: ${missing[*]}"
     folio_as_root apt-get update -qq

@@ -1,38 +1,177 @@
-//! The broker's HTTP port (`--http-listen`): Prometheus metrics at `/metrics` and the
-//! broker's state as JSON at `/status`.
+//! The broker's HTTP port (`--http-listen`): the status page at `/`, the broker's state
+//! as JSON at `/status`, and Prometheus metrics at `/metrics`.
+//!
+//! Append rates come from a sampler owned by the port: every [`SAMPLE_EVERY`] it reads
+//! each replica's write head (a cheap, lock-free read) and keeps each journal's rate over
+//! the last interval, and the total rate of the journals this broker is primary of for
+//! the last [`HISTORY`] samples (the page's chart).
 
-use std::future::Future;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::broker::Broker;
+use crate::snapshot::BrokerState;
+
+/// How often the sampler reads the write heads.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+/// Samples of the total append rate kept: ten minutes.
+pub const HISTORY: usize = 300;
+
+const PAGE: &str = include_str!("status_page.html");
 
 #[derive(Clone)]
 struct Http {
     broker: Arc<Broker>,
     metrics: PrometheusHandle,
+    rates: Arc<Mutex<Rates>>,
 }
 
-/// Serves the HTTP port on `listener` until `shutdown` resolves.
+/// One point of the append rate history.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RatePoint {
+    /// When it was sampled, in Unix milliseconds.
+    pub unix_ms: u64,
+    /// Bytes per second appended to the journals this broker is primary of, since the
+    /// sample before.
+    pub bytes_per_second: f64,
+}
+
+/// `/status`: the broker's state with append rates.
+#[derive(Debug, Serialize)]
+struct Status {
+    #[serde(flatten)]
+    state: BrokerState,
+    /// Seconds of history the chart covers when full.
+    history_seconds: u64,
+    history: Vec<RatePoint>,
+}
+
+#[derive(Debug, Default)]
+struct Rates {
+    /// When the heads were last read.
+    sampled: Option<Instant>,
+    /// Each journal's write head at the last sample, and its rate since the one before.
+    journals: HashMap<String, (i64, f64)>,
+    history: VecDeque<RatePoint>,
+}
+
+impl Rates {
+    /// Reads every replica's write head now.
+    fn sample(&mut self, broker: &Broker, now: Instant, unix_ms: u64) {
+        let elapsed = self
+            .sampled
+            .map(|then| now.duration_since(then).as_secs_f64());
+        let mut total = 0.0;
+        let mut seen = HashMap::with_capacity(self.journals.len());
+        for replica in broker.replicas_now() {
+            let head = replica.write_head();
+            let rate = match (self.journals.remove(replica.name()), elapsed) {
+                // A head behind its last sample is a new replica of the journal: no rate.
+                (Some((last, _)), Some(dt)) if dt > 0.0 && head >= last => {
+                    (head - last) as f64 / dt
+                }
+                _ => 0.0,
+            };
+            if replica.is_primary() {
+                total += rate;
+            }
+            seen.insert(replica.name().to_owned(), (head, rate));
+        }
+        self.journals = seen;
+        if elapsed.is_some() {
+            if self.history.len() == HISTORY {
+                self.history.pop_front();
+            }
+            self.history.push_back(RatePoint {
+                unix_ms,
+                bytes_per_second: total,
+            });
+        }
+        self.sampled = Some(now);
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Serves the HTTP port on `listener` until `shutdown` is cancelled.
 pub(crate) async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     metrics: PrometheusHandle,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let rates = Arc::new(Mutex::new(Rates::default()));
+    let sampler = tokio::spawn(
+        sample_rates(broker.clone(), rates.clone(), shutdown.clone())
+            .instrument(tracing::info_span!("status_sampler")),
+    );
     let app = axum::Router::new()
-        .route("/metrics", get(metrics_page))
+        .route("/", get(status_page))
         .route("/status", get(status_json))
-        .with_state(Http { broker, metrics });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+        .route("/metrics", get(metrics_page))
+        .with_state(Http {
+            broker,
+            metrics,
+            rates,
+        });
+    let stopped = shutdown.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stopped.cancelled().await })
+        .await;
+    shutdown.cancel();
+    let _ = sampler.await;
+    served
+}
+
+async fn sample_rates(broker: Arc<Broker>, rates: Arc<Mutex<Rates>>, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(SAMPLE_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let mut rates = rates.lock().unwrap_or_else(PoisonError::into_inner);
+        rates.sample(&broker, Instant::now(), unix_ms());
+    }
+}
+
+async fn status_page() -> Html<&'static str> {
+    Html(PAGE)
+}
+
+async fn status_json(State(http): State<Http>) -> Response {
+    let mut state = http.broker.state();
+    let history = {
+        let rates = http.rates.lock().unwrap_or_else(PoisonError::into_inner);
+        for journal in &mut state.journals {
+            if let Some((_, rate)) = rates.journals.get(&journal.name) {
+                journal.append_rate = *rate;
+            }
+        }
+        rates.history.iter().copied().collect()
+    };
+    let status = Status {
+        state,
+        history_seconds: SAMPLE_EVERY.as_secs() * HISTORY as u64,
+        history,
+    };
+    ([(header::CACHE_CONTROL, "no-store")], axum::Json(status)).into_response()
 }
 
 async fn metrics_page(State(http): State<Http>) -> Response {
@@ -46,8 +185,4 @@ async fn metrics_page(State(http): State<Http>) -> Response {
         text,
     )
         .into_response()
-}
-
-async fn status_json(State(http): State<Http>) -> Response {
-    axum::Json(http.broker.state()).into_response()
 }

@@ -192,16 +192,10 @@ pub async fn serve(
             .instrument(tracing::info_span!("resolver")),
     );
     let http_task = http.map(|(listener, metrics)| {
-        let stopped = cancel.clone();
         let broker = broker.clone();
         tokio::spawn(
-            async move {
-                let shutdown = async move { stopped.cancelled().await };
-                if let Err(err) = crate::http::serve(listener, broker, metrics, shutdown).await {
-                    tracing::error!(%err, "the HTTP port failed");
-                }
-            }
-            .instrument(tracing::info_span!("http")),
+            crate::http::serve(listener, broker, metrics, cancel.child_token())
+                .instrument(tracing::info_span!("http")),
         )
     });
     // Answer nothing before the first resolution: a broker that just started must not list
@@ -302,8 +296,10 @@ pub async fn serve(
 
     cancel.cancel();
     let _ = resolver.await;
-    if let Some(task) = http_task {
-        let _ = task.await;
+    if let Some(task) = http_task
+        && let Ok(Err(err)) = task.await
+    {
+        tracing::error!(%err, "the HTTP port failed");
     }
     let _ = view_task.await;
     match Arc::try_unwrap(membership) {

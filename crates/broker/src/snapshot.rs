@@ -56,6 +56,9 @@ pub struct JournalState {
     /// Where the content is.
     #[serde(flatten)]
     pub progress: ProgressState,
+    /// Bytes appended per second, over the status sampler's last interval (0 in a bare
+    /// snapshot, and until the sampler has seen the journal twice).
+    pub append_rate: f64,
     /// The store new fragments go to (none: kept in memory).
     pub store: Option<String>,
     /// The store's last error, while it fails.
@@ -120,6 +123,7 @@ impl Broker {
                     primary: replica.is_primary(),
                     route,
                     progress: replica.progress().into(),
+                    append_rate: 0.0,
                     store: replica.stores().first().map(|s| s.url().to_owned()),
                     store_error: replica.store_health_error(),
                 }
