@@ -589,3 +589,28 @@ impl Drop for EtcdProcess {
         }
     }
 }
+
+/// Creates every journal of `specs` (none may exist yet) in one Apply, which must answer OK.
+pub async fn create_journals(
+    client: &mut folio_protocol::journal_client::JournalClient<tonic::transport::Channel>,
+    specs: Vec<folio_protocol::JournalSpec>,
+) {
+    let changes = specs
+        .into_iter()
+        .map(|spec| folio_protocol::apply_request::Change {
+            expect_mod_revision: 0,
+            upsert: Some(spec),
+            delete: String::new(),
+        })
+        .collect();
+    let response = client
+        .apply(folio_protocol::ApplyRequest { changes })
+        .await
+        .expect("apply")
+        .into_inner();
+    assert_eq!(
+        response.status(),
+        folio_protocol::Status::Ok,
+        "{response:?}"
+    );
+}

@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 
 use folio_protocol::journal_client::JournalClient;
 use folio_protocol::spec_doc::SpecsDocument;
-use folio_protocol::{
-    AppendRequest, AppendResponse, ApplyRequest, ListRequest, ReadRequest, Status, apply_request,
-};
+use folio_protocol::{AppendRequest, AppendResponse, ListRequest, ReadRequest, Status};
 use folio_tests::{BrokerProcess, S3Env, append_messages, unique_name};
 use futures::StreamExt;
 use tonic::transport::Channel;
@@ -96,20 +94,7 @@ async fn apply_yaml(client: &mut Client, yaml: &str) {
 
 /// Creates every journal of `specs`.
 async fn apply_specs(client: &mut Client, specs: Vec<folio_protocol::JournalSpec>) {
-    let changes = specs
-        .into_iter()
-        .map(|spec| apply_request::Change {
-            expect_mod_revision: 0,
-            upsert: Some(spec),
-            delete: String::new(),
-        })
-        .collect();
-    let response = client
-        .apply(ApplyRequest { changes })
-        .await
-        .expect("apply")
-        .into_inner();
-    assert_eq!(response.status(), Status::Ok);
+    folio_tests::create_journals(client, specs).await;
 }
 
 async fn append(

@@ -7,10 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use folio_protocol::journal_client::JournalClient;
-use folio_protocol::{
-    AppendRequest, ApplyRequest, FragmentsRequest, ReadRequest, SpecsDocument, Status,
-    apply_request,
-};
+use folio_protocol::{AppendRequest, FragmentsRequest, ReadRequest, SpecsDocument, Status};
 use folio_tests::{BrokerProcess, append_messages, free_port, unique_name};
 use futures::StreamExt;
 use tonic::transport::Channel;
@@ -92,19 +89,7 @@ async fn create_journal(client: &mut Client, name: &str) {
     let yaml = format!(
         "journals:\n  - name: {name}\n    fragment: {{ length: 64KiB, compression_codec: NONE, refresh_interval: 1s }}\n"
     );
-    let spec = SpecsDocument::from_yaml(&yaml).expect("spec").remove(0);
-    let response = client
-        .apply(ApplyRequest {
-            changes: vec![apply_request::Change {
-                expect_mod_revision: 0,
-                upsert: Some(spec),
-                delete: String::new(),
-            }],
-        })
-        .await
-        .expect("apply")
-        .into_inner();
-    assert_eq!(response.status(), Status::Ok);
+    folio_tests::create_journals(client, SpecsDocument::from_yaml(&yaml).expect("spec")).await;
     // Served once its assignment lands: a first append says when.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {

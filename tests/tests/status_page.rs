@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use folio_protocol::{AppendRequest, ApplyRequest, SpecsDocument, Status, apply_request};
+use folio_protocol::{AppendRequest, SpecsDocument, Status};
 use folio_tests::{BrokerProcess, append_messages, free_port, unique_name};
 
 /// The browser: `FOLIO_CHROMIUM`, else Debian's `/usr/bin/chromium`.
@@ -111,21 +111,8 @@ async fn status_page_renders_journals_and_rates_in_chromium() {
             format!("  - name: {name}\n    fragment: {{ length: 1MiB, compression_codec: NONE }}\n")
         }))
         .collect();
-    let changes = SpecsDocument::from_yaml(&yaml)
-        .expect("specs")
-        .into_iter()
-        .map(|spec| apply_request::Change {
-            expect_mod_revision: 0,
-            upsert: Some(spec),
-            delete: String::new(),
-        })
-        .collect();
-    let applied = client
-        .apply(ApplyRequest { changes })
-        .await
-        .expect("apply")
-        .into_inner();
-    assert_eq!(applied.status(), Status::Ok);
+    folio_tests::create_journals(&mut client, SpecsDocument::from_yaml(&yaml).expect("specs"))
+        .await;
 
     // Load: 16 KiB appends, round robin over the journals, until the test ends.
     let stop = Arc::new(AtomicBool::new(false));
