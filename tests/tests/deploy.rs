@@ -209,3 +209,49 @@ fn every_overlay_renders_and_its_brokers_configuration_checks() {
         }
     }
 }
+
+#[test]
+fn prod_runs_one_broker_statefulset_per_zone_announcing_that_zone() {
+    let objects = render("prod");
+    let containers = folio_containers(&objects);
+    let mut zones = std::collections::BTreeSet::new();
+    for (workload, _, env) in &containers {
+        let zone = env
+            .get("FOLIO_ZONE")
+            .unwrap_or_else(|| panic!("{workload}: no FOLIO_ZONE"));
+        let object = objects
+            .iter()
+            .find(|o| o["kind"] == "StatefulSet" && o["metadata"]["name"] == workload.as_str())
+            .expect("the workload");
+        let pinned =
+            &object["spec"]["template"]["spec"]["nodeSelector"]["topology.kubernetes.io/zone"];
+        assert_eq!(
+            pinned.as_str(),
+            Some(zone.as_str()),
+            "{workload}: its pods run in the zone they announce"
+        );
+        let selector = &object["spec"]["selector"]["matchLabels"];
+        assert_eq!(
+            selector["folio.example.com/zone"].as_str(),
+            Some(zone.as_str()),
+            "{workload}: each zone's StatefulSet selects only its own pods"
+        );
+        zones.insert(zone.clone());
+    }
+    assert_eq!(zones.len(), 3, "three zones: {zones:?}");
+    assert_eq!(containers.len(), 3, "one StatefulSet per zone");
+    // One budget over every broker, whatever its zone: one broker down at a time.
+    let budgets: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "PodDisruptionBudget" && o["metadata"]["name"] == "folio-broker")
+        .collect();
+    assert_eq!(budgets.len(), 1);
+    assert_eq!(budgets[0]["spec"]["maxUnavailable"], 1);
+    let selector = budgets[0]["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("labels");
+    assert!(
+        !selector.contains_key("folio.example.com/zone"),
+        "the budget spans zones: {selector:?}"
+    );
+}
