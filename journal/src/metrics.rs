@@ -28,6 +28,8 @@ pub const PERSIST_FAILURES: &str = "folio_persist_failures_total";
 pub const PERSIST_SECONDS: &str = "folio_persist_upload_duration_seconds";
 /// Replica copies found already uploaded by their primary (nothing to upload).
 pub const PERSIST_FOUND: &str = "folio_persist_found_uploaded_total";
+/// Failed listings of a journal's fragment stores (each retried).
+pub const LISTING_FAILURES: &str = "folio_store_listing_failures_total";
 /// Appends' memory charges that had to wait for the budget.
 pub const BUDGET_WAITS: &str = "folio_memory_budget_waits_total";
 /// Time charges waited for the memory budget.
@@ -77,6 +79,10 @@ pub fn describe() {
     describe_counter!(
         PERSIST_FOUND,
         "Replica copies whose primary had already uploaded them."
+    );
+    describe_counter!(
+        LISTING_FAILURES,
+        "Failed listings of journals' fragment stores (each is retried)."
     );
     describe_counter!(
         BUDGET_WAITS,

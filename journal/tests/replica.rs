@@ -649,3 +649,73 @@ async fn a_failing_persist_is_logged_once_per_change_not_per_retry() {
     assert!(recovered.len() <= 1, "{text}");
     assert!(recovered.iter().all(|l| l.contains("failures=")), "{text}");
 }
+
+#[tokio::test]
+async fn a_failing_listing_is_logged_once_per_change_not_per_retry() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _logs = tracing::subscriber::set_default(subscriber);
+    let base = memory_store();
+    let down = Arc::new(AtomicBool::new(true));
+    let store = base.with_object_store(Arc::new(Flaky {
+        inner: base.object_store().clone(),
+        down: down.clone(),
+    }));
+    let replica = Replica::start(
+        spec("acme/logs/p1", "4KiB", "NONE"),
+        vec![store],
+        ReplicaConfig::new(64 << 20),
+    );
+    // Listings retry from 100 ms, doubling: several fail in this time.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    down.store(false, Ordering::SeqCst);
+    append(&replica, &[b"after\n"]).await; // Waits for the first listing to succeed.
+    assert_eq!(replica.shutdown(Duration::from_secs(30)).await, 0);
+
+    let text = String::from_utf8(captured.0.lock().expect("log lock").clone()).expect("utf-8");
+    let failed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("listing the fragment store failed"))
+        .collect();
+    assert_eq!(
+        failed.len(),
+        1,
+        "one line for the failure, not one per retry:\n{text}"
+    );
+    assert!(failed[0].contains("WARN"), "{}", failed[0]);
+    assert!(
+        failed[0].contains("store=memory://"),
+        "the store: {}",
+        failed[0]
+    );
+    assert!(
+        failed[0].contains("journal=acme/logs/p1"),
+        "the journal: {}",
+        failed[0]
+    );
+    assert!(
+        failed[0].contains("connection refused"),
+        "the error: {}",
+        failed[0]
+    );
+    let recovered: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("listed the fragment stores after failed attempts"))
+        .collect();
+    assert_eq!(recovered.len(), 1, "{text}");
+    let failures: u32 = recovered[0]
+        .split("failures=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("a failure count");
+    assert!(
+        failures >= 2,
+        "the retries were counted, not logged: {text}"
+    );
+}

@@ -137,6 +137,7 @@ fn describe() {
         j::PERSIST_BYTES,
         j::PERSIST_FAILURES,
         j::PERSIST_FOUND,
+        j::LISTING_FAILURES,
         j::BUDGET_WAITS,
         c::ALLOCATOR_CHANGES,
     ] {

@@ -12,6 +12,10 @@ impl Replica {
     /// interval. The first success marks the replica listed and sets the write head.
     pub(super) async fn refresh_index(&self) {
         let mut delays = persister::retry_delays();
+        // The failure last logged and how many listings failed since: a failing listing
+        // is logged when it starts failing, fails differently, or recovers, not at every
+        // retry.
+        let mut failing: Option<(String, u32)> = None;
         loop {
             let started = self.now_unix();
             let number = self
@@ -29,16 +33,28 @@ impl Replica {
                         listed.extend(listing.fragments);
                         foreign_end = foreign_end.max(listing.foreign_end);
                     }
-                    Err(err) => failure = Some(err.to_string()),
+                    Err(err) => failure = Some((store.url().to_owned(), err.to_string())),
                 }
             }
             let interval = match failure {
-                Some(err) => {
-                    tracing::warn!(journal = %self.inner.name, %err, "listing fragment store failed");
+                Some((store, err)) => {
+                    metrics::counter!(crate::metrics::LISTING_FAILURES).increment(1);
+                    match &mut failing {
+                        Some((last, failures)) if *last == err => *failures += 1,
+                        _ => {
+                            tracing::warn!(%store, journal = %self.inner.name, error = %err,
+                                "listing the fragment store failed; retrying (logged again only when the error changes or it recovers)");
+                            failing = Some((err.clone(), 1));
+                        }
+                    }
                     *lock(&self.inner.store_error) = Some(err);
                     delays.next().expect("retry delays never run out")
                 }
                 None => {
+                    if let Some((_, failures)) = failing.take() {
+                        tracing::info!(journal = %self.inner.name, failures,
+                            "listed the fragment stores after failed attempts");
+                    }
                     self.apply_listing(listed, foreign_end, started);
                     self.inner.listing_applied.send_replace(number);
                     delays = persister::retry_delays();
