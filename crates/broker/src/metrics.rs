@@ -178,8 +178,8 @@ pub fn render(handle: &PrometheusHandle, broker: &Broker) -> String {
 }
 
 /// Records an append this broker answered as primary.
-pub(crate) fn append_answered(status: &str, bytes: i64, took: Duration) {
-    metrics::counter!(APPENDS, "status" => status.to_owned()).increment(1);
+pub(crate) fn append_answered(status: &'static str, bytes: i64, took: Duration) {
+    metrics::counter!(APPENDS, "status" => status).increment(1);
     if status == "OK" {
         metrics::counter!(APPEND_BYTES).increment(bytes.max(0) as u64);
         metrics::histogram!(APPEND_SECONDS).record(took.as_secs_f64());
@@ -187,8 +187,27 @@ pub(crate) fn append_answered(status: &str, bytes: i64, took: Duration) {
 }
 
 /// The `status` label of a call that ended in gRPC error `code`.
-pub(crate) fn grpc_status_label(code: tonic::Code) -> String {
-    format!("grpc_{code:?}")
+pub(crate) fn grpc_status_label(code: tonic::Code) -> &'static str {
+    use tonic::Code as C;
+    match code {
+        C::Ok => "grpc_Ok",
+        C::Cancelled => "grpc_Cancelled",
+        C::Unknown => "grpc_Unknown",
+        C::InvalidArgument => "grpc_InvalidArgument",
+        C::DeadlineExceeded => "grpc_DeadlineExceeded",
+        C::NotFound => "grpc_NotFound",
+        C::AlreadyExists => "grpc_AlreadyExists",
+        C::PermissionDenied => "grpc_PermissionDenied",
+        C::ResourceExhausted => "grpc_ResourceExhausted",
+        C::FailedPrecondition => "grpc_FailedPrecondition",
+        C::Aborted => "grpc_Aborted",
+        C::OutOfRange => "grpc_OutOfRange",
+        C::Unimplemented => "grpc_Unimplemented",
+        C::Internal => "grpc_Internal",
+        C::Unavailable => "grpc_Unavailable",
+        C::DataLoss => "grpc_DataLoss",
+        C::Unauthenticated => "grpc_Unauthenticated",
+    }
 }
 
 /// A tower layer counting gRPC calls by method and code. The code is the response's
@@ -336,6 +355,6 @@ fn grpc_code(headers: &http::HeaderMap) -> Option<tonic::Code> {
 }
 
 fn count_call(method: &'static str, code: tonic::Code) {
-    metrics::counter!(GRPC_REQUESTS, "method" => method, "code" => format!("{code:?}"))
-        .increment(1);
+    let code = &grpc_status_label(code)["grpc_".len()..];
+    metrics::counter!(GRPC_REQUESTS, "method" => method, "code" => code).increment(1);
 }

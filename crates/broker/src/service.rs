@@ -606,11 +606,11 @@ impl Journal for JournalService {
             Ok(response) => {
                 let response = response.get_ref();
                 let bytes = response.commit.as_ref().map_or(0, |c| c.end - c.begin);
-                (response.status().as_str_name().to_owned(), bytes)
+                (response.status().as_str_name(), bytes)
             }
             Err(status) => (crate::metrics::grpc_status_label(status.code()), 0),
         };
-        crate::metrics::append_answered(&status, bytes, started.elapsed());
+        crate::metrics::append_answered(status, bytes, started.elapsed());
         answered
     }
 
