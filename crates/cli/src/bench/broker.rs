@@ -38,6 +38,10 @@ pub struct BrokerArgs {
     /// many brokers, e.g. `scripts/local-cluster.sh`).
     #[arg(long, default_value_t = 1, env = "FOLIO_BENCH_REPLICATION", value_parser = clap::value_parser!(u32).range(1..=5))]
     pub replication: u32,
+    /// An extra flag for a broker the bench starts, e.g. `--broker-arg=--http-listen=127.0.0.1:0`
+    /// (repeat for several).
+    #[arg(long = "broker-arg", value_name = "FLAG", allow_hyphen_values = true)]
+    pub broker_args: Vec<String>,
 }
 
 /// A broker the bench talks to.
@@ -103,6 +107,7 @@ impl Broker {
         if let Some(store) = &args.store {
             command.arg("--store").arg(store);
         }
+        command.args(&args.broker_args);
         let log = dir.path().join("broker.log");
         let mut process = ServerProcess::spawn("folio serve", command, &log, "")?;
         process.wait_for_port(port, Duration::from_secs(30)).await?;
