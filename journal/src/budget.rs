@@ -74,17 +74,12 @@ impl MemoryBudget {
         let permit = match self.inner.permits.try_acquire_many(wanted) {
             Ok(permit) => permit,
             Err(_) => {
-                let started = tokio::time::Instant::now();
-                let permit = self
-                    .inner
+                let _waiting = crate::metrics::Waiting::start();
+                self.inner
                     .permits
                     .acquire_many(wanted)
                     .await
-                    .expect("the budget's semaphore is never closed");
-                metrics::counter!(crate::metrics::BUDGET_WAITS).increment(1);
-                metrics::histogram!(crate::metrics::BUDGET_WAIT_SECONDS)
-                    .record(started.elapsed().as_secs_f64());
-                permit
+                    .expect("the budget's semaphore is never closed")
             }
         };
         permit.forget();

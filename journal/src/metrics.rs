@@ -119,7 +119,30 @@ impl Drop for Queued {
 
 /// Records a successful upload of `bytes` that took `took`.
 pub(crate) fn uploaded(bytes: i64, took: Duration) {
-    metrics::counter!(PERSIST_UPLOADS).increment(1);
-    metrics::counter!(PERSIST_BYTES).increment(bytes.max(0) as u64);
+    // The histogram first: a scrape that sees the upload counted sees its latency too.
     metrics::histogram!(PERSIST_SECONDS).record(took.as_secs_f64());
+    metrics::counter!(PERSIST_BYTES).increment(bytes.max(0) as u64);
+    metrics::counter!(PERSIST_UPLOADS).increment(1);
+}
+
+/// Counts a memory charge that waits, from when it starts waiting: the wait and its
+/// duration are recorded however it ends (charged, or given up by its append).
+#[derive(Debug)]
+pub(crate) struct Waiting {
+    since: tokio::time::Instant,
+}
+
+impl Waiting {
+    pub(crate) fn start() -> Self {
+        metrics::counter!(BUDGET_WAITS).increment(1);
+        Self {
+            since: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        metrics::histogram!(BUDGET_WAIT_SECONDS).record(self.since.elapsed().as_secs_f64());
+    }
 }

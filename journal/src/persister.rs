@@ -40,8 +40,9 @@ pub(crate) struct PersistJob {
     /// A replica's copy: at this time, look for the file its primary uploaded, and upload
     /// it only if it is not there (the primary died first).
     pub check_at: Option<tokio::time::Instant>,
-    /// Counts the fragment in the queue gauges until the job is dropped (held, never read).
-    pub _queued: crate::metrics::Queued,
+    /// Counts the fragment in the queue gauges until the job is done with (or kept in
+    /// memory for good: then it is taken out).
+    pub queued: Option<crate::metrics::Queued>,
 }
 
 /// What the persister reports back to its replica.
@@ -85,6 +86,8 @@ pub(crate) async fn run(
     while let Some(job) = queue.recv().await {
         let Some(store) = &store else {
             tracing::warn!(journal = %job.closed.fragment.journal, "journal has no fragment store; fragment kept in memory only");
+            let mut job = job;
+            job.queued = None; // Not waiting for anything: kept.
             kept.push(job);
             continue;
         };

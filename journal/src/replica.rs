@@ -209,7 +209,9 @@ struct Inner {
     listings_started: std::sync::atomic::AtomicU64,
     /// The number (see `listings_started`) of the last listing applied to the index.
     listing_applied: watch::Sender<u64>,
-    store_error: Mutex<Option<String>>,
+    /// The last upload's error and the last listing's error, while each fails: an upload
+    /// that succeeds does not hide a listing that fails, nor the reverse.
+    store_error: Mutex<StoreErrors>,
     /// Cancelled when shutdown begins: appends in progress abort, new ones are refused.
     stopping: CancellationToken,
     /// Cancelled when shutdown ends: background tasks and blocking reads stop.
@@ -235,6 +237,13 @@ struct Inner {
     /// or partitioned former primary) must not keep this replica's spool.
     replication_cancel: Mutex<CancellationToken>,
     tasks: Mutex<JoinSet<()>>,
+}
+
+/// A replica's store errors, by what failed.
+#[derive(Debug, Default)]
+struct StoreErrors {
+    persist: Option<String>,
+    listing: Option<String>,
 }
 
 /// State touched only by the (serialized) append path.
@@ -308,7 +317,7 @@ impl Replica {
             refresh_now: tokio::sync::Notify::new(),
             listings_started: std::sync::atomic::AtomicU64::new(0),
             listing_applied: watch::Sender::new(0),
-            store_error: Mutex::new(None),
+            store_error: Mutex::new(StoreErrors::default()),
             stopping: CancellationToken::new(),
             cancel: CancellationToken::new(),
             topology: Mutex::new(None),
@@ -436,9 +445,10 @@ impl Replica {
         *self.inner.head.borrow()
     }
 
-    /// The last store error, while the store is failing.
+    /// The last store error, while the store is failing (uploading, or listing).
     pub fn store_health_error(&self) -> Option<String> {
-        lock(&self.inner.store_error).clone()
+        let errors = lock(&self.inner.store_error);
+        errors.persist.clone().or_else(|| errors.listing.clone())
     }
 
     /// Persisted fragments known to the index, plus local ones, in offset order.
@@ -541,7 +551,7 @@ impl PersistSink for Replica {
     }
 
     fn store_health(&self, error: Option<String>) {
-        *lock(&self.inner.store_error) = error;
+        lock(&self.inner.store_error).persist = error;
     }
 }
 

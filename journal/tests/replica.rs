@@ -719,3 +719,80 @@ async fn a_failing_listing_is_logged_once_per_change_not_per_retry() {
         "the retries were counted, not logged: {text}"
     );
 }
+
+/// Runs `work` on a current-thread runtime scoped to a local recorder, whose handle it
+/// is given (it renders while its replicas still run: they stop with the runtime).
+fn recorded<F: std::future::Future<Output = String>>(
+    work: impl FnOnce(metrics_exporter_prometheus::PrometheusHandle) -> F,
+) -> String {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(work(handle))
+    })
+}
+
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn the_persist_queue_gauges_return_to_zero_whether_fragments_upload_or_stay_in_memory() {
+    for with_store in [true, false] {
+        let text = recorded(|metrics| async move {
+            let stores = if with_store {
+                vec![memory_store()]
+            } else {
+                vec![]
+            };
+            let replica = Replica::start(
+                spec("acme/logs/q", "4KiB", "NONE"),
+                stores,
+                ReplicaConfig::new(64 << 20),
+            );
+            let block: &'static [u8] = &[b'q'; 5000];
+            // Past the fragment length: each next append closes the spool before it.
+            for _ in 0..3 {
+                append(&replica, &[block]).await;
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while with_store && replica.progress().unpersisted_fragments > 0 {
+                assert!(tokio::time::Instant::now() < deadline, "not persisted");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // Without a store, the closed fragments stay in memory (until shutdown).
+            if !with_store {
+                assert_eq!(replica.progress().unpersisted_fragments, 2);
+            }
+            // The persister takes each job off its queue soon after the append that closed
+            // it; give it a moment (an unbalanced gauge stays up, and fails below).
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            loop {
+                let text = metrics.render();
+                let queued = sample(&text, "folio_persist_queue_fragments");
+                if queued == Some(0.0) || tokio::time::Instant::now() > deadline {
+                    drop(replica);
+                    return text;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        assert_eq!(
+            sample(&text, "folio_persist_queue_fragments"),
+            Some(0.0),
+            "with_store {with_store}: nothing is waiting to be persisted:\n{text}"
+        );
+        assert_eq!(
+            sample(&text, "folio_persist_queue_bytes"),
+            Some(0.0),
+            "{text}"
+        );
+        let uploads = sample(&text, "folio_persist_uploads_total").unwrap_or(0.0);
+        assert_eq!(uploads, if with_store { 2.0 } else { 0.0 }, "{text}");
+    }
+}

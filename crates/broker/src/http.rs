@@ -61,34 +61,47 @@ struct Status {
 struct Rates {
     /// When the heads were last read.
     sampled: Option<Instant>,
-    /// Each journal's write head at the last sample, and its rate since the one before.
-    journals: HashMap<String, (i64, f64)>,
+    /// Each journal's write head at the last sample, its rate since the one before, and
+    /// the sample that last saw it.
+    journals: HashMap<String, (i64, f64, u64)>,
+    /// Samples taken.
+    samples: u64,
     history: VecDeque<RatePoint>,
 }
 
 impl Rates {
-    /// Reads every replica's write head now.
-    fn sample(&mut self, broker: &Broker, now: Instant, unix_ms: u64) {
+    /// Reads the write heads of `replicas` (every replica of the broker) now.
+    fn sample(&mut self, replicas: &[folio_journal::Replica], now: Instant, unix_ms: u64) {
         let elapsed = self
             .sampled
             .map(|then| now.duration_since(then).as_secs_f64());
+        self.samples += 1;
+        let sample = self.samples;
         let mut total = 0.0;
-        let mut seen = HashMap::with_capacity(self.journals.len());
-        for replica in broker.replicas_now() {
+        for replica in replicas {
             let head = replica.write_head();
-            let rate = match (self.journals.remove(replica.name()), elapsed) {
-                // A head behind its last sample is a new replica of the journal: no rate.
-                (Some((last, _)), Some(dt)) if dt > 0.0 && head >= last => {
-                    (head - last) as f64 / dt
+            let rate = match self.journals.get_mut(replica.name()) {
+                Some(entry) => {
+                    let (last, _, _) = *entry;
+                    let rate = match elapsed {
+                        // A head behind its last sample is a new replica of the journal.
+                        Some(dt) if dt > 0.0 && head >= last => (head - last) as f64 / dt,
+                        _ => 0.0,
+                    };
+                    *entry = (head, rate, sample);
+                    rate
                 }
-                _ => 0.0,
+                None => {
+                    self.journals
+                        .insert(replica.name().to_owned(), (head, 0.0, sample));
+                    0.0
+                }
             };
             if replica.is_primary() {
                 total += rate;
             }
-            seen.insert(replica.name().to_owned(), (head, rate));
         }
-        self.journals = seen;
+        self.journals.retain(|_, (_, _, seen)| *seen == sample);
         if elapsed.is_some() {
             if self.history.len() == HISTORY {
                 self.history.pop_front();
@@ -117,8 +130,13 @@ pub(crate) async fn serve(
 ) -> std::io::Result<()> {
     let rates = Arc::new(Mutex::new(Rates::default()));
     let sampler = tokio::spawn(
-        sample_rates(broker.clone(), rates.clone(), shutdown.clone())
-            .instrument(tracing::info_span!("status_sampler")),
+        sample_rates(
+            broker.clone(),
+            metrics.clone(),
+            rates.clone(),
+            shutdown.clone(),
+        )
+        .instrument(tracing::info_span!("status_sampler")),
     );
     let app = axum::Router::new()
         .route("/", get(status_page))
@@ -138,7 +156,12 @@ pub(crate) async fn serve(
     served
 }
 
-async fn sample_rates(broker: Arc<Broker>, rates: Arc<Mutex<Rates>>, stop: CancellationToken) {
+async fn sample_rates(
+    broker: Arc<Broker>,
+    metrics: PrometheusHandle,
+    rates: Arc<Mutex<Rates>>,
+    stop: CancellationToken,
+) {
     let mut ticks = tokio::time::interval(SAMPLE_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -146,8 +169,10 @@ async fn sample_rates(broker: Arc<Broker>, rates: Arc<Mutex<Rates>>, stop: Cance
             _ = ticks.tick() => {}
             () = stop.cancelled() => return,
         }
+        crate::metrics::upkeep(&metrics);
+        let replicas = broker.replicas_now();
         let mut rates = rates.lock().unwrap_or_else(PoisonError::into_inner);
-        rates.sample(&broker, Instant::now(), unix_ms());
+        rates.sample(&replicas, Instant::now(), unix_ms());
     }
 }
 
@@ -160,7 +185,7 @@ async fn status_json(State(http): State<Http>) -> Response {
     let history = {
         let rates = http.rates.lock().unwrap_or_else(PoisonError::into_inner);
         for journal in &mut state.journals {
-            if let Some((_, rate)) = rates.journals.get(&journal.name) {
+            if let Some((_, rate, _)) = rates.journals.get(&journal.name) {
                 journal.append_rate = *rate;
             }
         }

@@ -20,8 +20,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::broker::Broker;
 
-/// Appends answered by this broker as primary, by protocol `status` (or `grpc_<code>`
-/// when the append ended in a gRPC error).
+/// Appends this broker answered itself (as primary, or with a status such as
+/// `NOT_JOURNAL_PRIMARY_BROKER`; not those it proxied), by protocol `status` (or
+/// `grpc_<code>` when the append ended in a gRPC error).
 pub const APPENDS: &str = "folio_appends_total";
 /// Content bytes of appends acknowledged with status OK.
 pub const APPEND_BYTES: &str = "folio_append_bytes_total";
@@ -91,7 +92,7 @@ fn describe() {
     folio_coordination::metrics::describe();
     describe_counter!(
         APPENDS,
-        "Appends answered by this broker as primary, by protocol status (grpc_<code> for gRPC errors)."
+        "Appends this broker answered itself (not proxied), by protocol status (grpc_<code> for gRPC errors)."
     );
     describe_counter!(
         APPEND_BYTES,
@@ -155,6 +156,13 @@ fn describe() {
     }
     metrics::gauge!(j::PERSIST_QUEUE_FRAGMENTS).increment(0.0);
     metrics::gauge!(j::PERSIST_QUEUE_BYTES).increment(0.0);
+}
+
+/// Drains the histograms' pending samples into their buckets. The exporter otherwise does
+/// this only when rendering, so a broker nobody scrapes would keep every sample; the HTTP
+/// port's sampler calls it every few seconds.
+pub fn upkeep(handle: &PrometheusHandle) {
+    handle.run_upkeep();
 }
 
 /// Renders the metrics, after reading the broker's state into the gauges.
@@ -250,7 +258,7 @@ where
         });
         CountedFuture {
             inner: self.inner.call(request),
-            method,
+            pending: Some(method),
         }
     }
 }
@@ -261,7 +269,18 @@ pin_project_lite::pin_project! {
     pub struct CountedFuture<F> {
         #[pin]
         inner: F,
-        method: &'static str,
+        // The method, until the future has answered (then the body counts the call).
+        pending: Option<&'static str>,
+    }
+
+    impl<F> PinnedDrop for CountedFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped before answering: the client reset the stream, its deadline passed,
+            // or the server was cut off at shutdown.
+            if let Some(method) = this.project().pending.take() {
+                count_call(method, tonic::Code::Cancelled);
+            }
+        }
     }
 }
 
@@ -273,15 +292,26 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let response = match this.inner.poll(cx) {
+        let result = match this.inner.poll(cx) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(Err(err)) => {
-                count_call(this.method, tonic::Code::Unknown);
+            Poll::Ready(result) => result,
+        };
+        let Some(method) = this.pending.take() else {
+            // Polled again after answering (a caller's mistake): counted already.
+            return Poll::Ready(result.map(|r| {
+                r.map(|inner| CountedBody {
+                    inner,
+                    pending: None,
+                })
+            }));
+        };
+        let response = match result {
+            Err(err) => {
+                count_call(method, tonic::Code::Unknown);
                 return Poll::Ready(Err(err));
             }
-            Poll::Ready(Ok(response)) => response,
+            Ok(response) => response,
         };
-        let method = *this.method;
         // A trailers-only response carries its status in the headers.
         let pending = match grpc_code(response.headers()) {
             Some(code) => {
@@ -357,4 +387,154 @@ fn grpc_code(headers: &http::HeaderMap) -> Option<tonic::Code> {
 fn count_call(method: &'static str, code: tonic::Code) {
     let code = &grpc_status_label(code)["grpc_".len()..];
     metrics::counter!(GRPC_REQUESTS, "method" => method, "code" => code).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use bytes::Bytes;
+    use futures::FutureExt;
+    use http_body::{Body, Frame};
+    use tower::{Layer, Service};
+
+    use super::*;
+
+    /// A response body of `frames` (data, then trailers), in order.
+    struct Frames(VecDeque<Frame<Bytes>>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+
+    fn trailers(code: &str) -> Frame<Bytes> {
+        let mut map = http::HeaderMap::new();
+        map.insert("grpc-status", code.parse().expect("header value"));
+        Frame::trailers(map)
+    }
+
+    fn request() -> http::Request<()> {
+        http::Request::builder()
+            .uri("http://broker/protocol.Journal/Append")
+            .body(())
+            .expect("request")
+    }
+
+    /// Runs `calls` against a fresh recorder; returns the rendered call counts.
+    fn counted(calls: impl FnOnce()) -> Vec<String> {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, calls);
+        handle
+            .render()
+            .lines()
+            .filter(|l| l.starts_with(GRPC_REQUESTS))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn drain(body: &mut CountedBody<Frames>) {
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        while let Poll::Ready(Some(_)) = Pin::new(&mut *body).poll_frame(&mut cx) {}
+    }
+
+    const METHOD: &str = r#"method="protocol.Journal/Append""#;
+
+    #[test]
+    fn a_call_dropped_before_it_answers_counts_as_cancelled() {
+        let lines = counted(|| {
+            let mut service =
+                GrpcMetricsLayer.layer(tower::service_fn(|_: http::Request<()>| {
+                    futures::future::pending::<
+                        Result<http::Response<Frames>, std::convert::Infallible>,
+                    >()
+                }));
+            let mut call = service.call(request());
+            assert!((&mut call).now_or_never().is_none(), "still pending");
+            drop(call);
+        });
+        assert_eq!(
+            lines,
+            [format!(r#"{GRPC_REQUESTS}{{{METHOD},code="Cancelled"}} 1"#)]
+        );
+    }
+
+    #[test]
+    fn a_call_counts_once_with_the_code_of_its_trailers() {
+        let lines = counted(|| {
+            let mut service = GrpcMetricsLayer.layer(tower::service_fn(|_: http::Request<()>| {
+                let body = Frames(VecDeque::from([
+                    Frame::data(Bytes::from_static(b"answer")),
+                    trailers("0"),
+                ]));
+                futures::future::ready(Ok::<_, std::convert::Infallible>(http::Response::new(body)))
+            }));
+            let response = service
+                .call(request())
+                .now_or_never()
+                .expect("ready")
+                .expect("a response");
+            let mut body = response.into_body();
+            drain(&mut body);
+            drop(body);
+        });
+        assert_eq!(
+            lines,
+            [format!(r#"{GRPC_REQUESTS}{{{METHOD},code="Ok"}} 1"#)]
+        );
+    }
+
+    #[test]
+    fn a_trailers_only_answer_counts_from_its_headers_and_a_cut_body_as_cancelled() {
+        let lines = counted(|| {
+            let mut service = GrpcMetricsLayer.layer(tower::service_fn(|r: http::Request<()>| {
+                let refuse = r.uri().path().ends_with("Append");
+                let mut response = http::Response::new(Frames(VecDeque::from([trailers("0")])));
+                if refuse {
+                    response
+                        .headers_mut()
+                        .insert("grpc-status", "3".parse().expect("value"));
+                }
+                futures::future::ready(Ok::<_, std::convert::Infallible>(response))
+            }));
+            // Refused in its headers: counted at once, and not again when the body ends.
+            let response = service.call(request()).now_or_never().expect("ready");
+            let mut body = response.expect("a response").into_body();
+            drain(&mut body);
+            drop(body);
+            // A stream the client left before its trailers.
+            let read = http::Request::builder()
+                .uri("http://broker/protocol.Journal/Read")
+                .body(())
+                .expect("request");
+            let response = service.call(read).now_or_never().expect("ready");
+            drop(response);
+            // A path no service of the broker has.
+            let other = http::Request::builder()
+                .uri("http://broker/evil/aaaa")
+                .body(())
+                .expect("request");
+            let response = service.call(other).now_or_never().expect("ready");
+            drain(&mut response.expect("a response").into_body());
+        });
+        let mut lines = lines;
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                format!(r#"{GRPC_REQUESTS}{{method="other",code="Ok"}} 1"#),
+                format!(r#"{GRPC_REQUESTS}{{{METHOD},code="InvalidArgument"}} 1"#),
+                format!(r#"{GRPC_REQUESTS}{{method="protocol.Journal/Read",code="Cancelled"}} 1"#),
+            ]
+        );
+    }
 }

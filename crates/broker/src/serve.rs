@@ -25,6 +25,9 @@ use crate::service::JournalService;
 /// costs a broker little (about 21 KB of memory each).
 pub const DEFAULT_JOURNAL_LIMIT: u32 = 100_000;
 
+/// How long the HTTP port gets to close its connections once the broker has drained.
+const HTTP_CLOSE: Duration = Duration::from_secs(3);
+
 /// Least time open RPCs get to finish after the spools are persisted at shutdown.
 const DRAIN_MIN: Duration = Duration::from_secs(2);
 
@@ -165,6 +168,9 @@ pub async fn serve(
     let membership = Arc::new(tokio::sync::Mutex::new(membership));
     let leaving = membership.clone();
     let cancel = CancellationToken::new();
+    // Every way out of this function stops the tasks started below (the resolver, the
+    // view, the HTTP port), an early error included.
+    let _stop_tasks = cancel.clone().drop_guard();
     let (view, view_task) = KeySpaceView::start(
         keyspace.clone(),
         layout.root(),
@@ -296,10 +302,17 @@ pub async fn serve(
 
     cancel.cancel();
     let _ = resolver.await;
-    if let Some(task) = http_task
-        && let Ok(Err(err)) = task.await
-    {
-        tracing::error!(%err, "the HTTP port failed");
+    if let Some(mut task) = http_task {
+        // A client holding a request open (or not reading its answer) must not keep the
+        // broker from leaving: the port gets a few seconds to close its connections.
+        match tokio::time::timeout(HTTP_CLOSE, &mut task).await {
+            Ok(Ok(Err(err))) => tracing::error!(%err, "the HTTP port failed"),
+            Ok(_) => {}
+            Err(_) => {
+                tracing::warn!(?HTTP_CLOSE, "HTTP connections still open; closing them");
+                task.abort();
+            }
+        }
     }
     let _ = view_task.await;
     match Arc::try_unwrap(membership) {

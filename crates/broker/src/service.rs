@@ -540,13 +540,13 @@ impl Journal for JournalService {
         &self,
         request: Request<Streaming<AppendRequest>>,
     ) -> Result<Response<AppendResponse>, tonic::Status> {
-        let started = std::time::Instant::now();
         let mut stream = request.into_inner();
         let first = stream
             .message()
             .await
             .map_err(|e| oversize_status(&e).unwrap_or(e))?
             .ok_or_else(|| invalid("append", "the stream ended before its first message"))?;
+        let started = std::time::Instant::now();
         check_journal(&first.journal)?;
         if first.offset < 0 {
             return Err(invalid(
@@ -599,7 +599,10 @@ impl Journal for JournalService {
             }
         };
         if !self.broker.lease_holds() {
-            return Err(lease_lapsed());
+            let refused = lease_lapsed();
+            let status = crate::metrics::grpc_status_label(refused.code());
+            crate::metrics::append_answered(status, 0, started.elapsed());
+            return Err(refused);
         }
         let answered = self.append_local(replica, header, first, stream).await;
         let (status, bytes) = match &answered {

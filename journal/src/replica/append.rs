@@ -574,7 +574,7 @@ impl Replica {
             .unwrap_or_default();
         let queued = crate::metrics::Queued::new(closed.fragment.content_length().max(0) as usize);
         let job = PersistJob {
-            _queued: queued,
+            queued: Some(queued),
             closed,
             charge,
             template,

@@ -39,18 +39,21 @@ impl Replica {
             let interval = match failure {
                 Some((store, err)) => {
                     metrics::counter!(crate::metrics::LISTING_FAILURES).increment(1);
+                    let key = format!("{store}: {err}");
                     match &mut failing {
-                        Some((last, failures)) if *last == err => *failures += 1,
+                        Some((last, failures)) if *last == key => *failures += 1,
                         _ => {
                             tracing::warn!(%store, journal = %self.inner.name, error = %err,
-                                "listing the fragment store failed; retrying (logged again only when the error changes or it recovers)");
-                            failing = Some((err.clone(), 1));
+                                "listing the fragment store failed; retrying (logged again only when the store or error changes, or it recovers)");
+                            let failures = failing.take().map_or(0, |(_, n)| n);
+                            failing = Some((key, failures + 1));
                         }
                     }
-                    *lock(&self.inner.store_error) = Some(err);
+                    lock(&self.inner.store_error).listing = Some(err);
                     delays.next().expect("retry delays never run out")
                 }
                 None => {
+                    lock(&self.inner.store_error).listing = None;
                     if let Some((_, failures)) = failing.take() {
                         tracing::info!(journal = %self.inner.name, failures,
                             "listed the fragment stores after failed attempts");
