@@ -36,19 +36,19 @@ pub struct Spool {
 /// implementation hashes about twice as fast as the `sha1` crate's on this hardware
 /// (BASELINES.md), and every appended byte passes through it.
 #[derive(Clone)]
-struct RunningSha1(Context);
+pub(crate) struct RunningSha1(Context);
 
 impl RunningSha1 {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self(Context::new(&SHA1_FOR_LEGACY_USE_ONLY))
     }
 
-    fn update(&mut self, data: &[u8]) {
+    pub(crate) fn update(&mut self, data: &[u8]) {
         self.0.update(data);
     }
 
     /// The SHA-1 of everything hashed so far.
-    fn sum(self) -> Sha1Sum {
+    pub(crate) fn sum(self) -> Sha1Sum {
         let digest = self.0.finish();
         let bytes: [u8; 20] = digest
             .as_ref()
@@ -172,7 +172,8 @@ impl Spool {
     }
 
     /// Makes the uncommitted append visible; returns its span as a fragment
-    /// `[append begin, append end)` with the spool's running sum so far.
+    /// `[append begin, append end)` with the spool's running sum so far (the primary
+    /// answers its client with the append's own sum instead).
     pub fn commit(&mut self, now_unix: i64) -> Fragment {
         let begin = self.end;
         self.end = self.pending_end();

@@ -796,3 +796,35 @@ fn the_persist_queue_gauges_return_to_zero_whether_fragments_upload_or_stay_in_m
         assert_eq!(uploads, if with_store { 2.0 } else { 0.0 }, "{text}");
     }
 }
+
+#[tokio::test]
+async fn a_commit_carries_the_sha1_of_its_own_append() {
+    // As Gazette's: the commit answered to a client places the append and sums its
+    // content, not the whole spool's.
+    let replica = Replica::start(
+        spec("acme/logs/sums", "1MiB", "NONE"),
+        vec![memory_store()],
+        ReplicaConfig::new(64 << 20),
+    );
+    let mut at = 0;
+    for parts in [&[&b"first "[..], b"append\n"][..], &[b"second\n"], &[]] {
+        let out = replica
+            .append(AppendParams::default(), chunks(parts, true))
+            .await
+            .expect("append");
+        let content: Vec<u8> = parts.concat();
+        assert_eq!(
+            (out.commit.begin, out.commit.end),
+            (at, at + content.len() as i64)
+        );
+        let expected: [u8; 20] = <sha1::Sha1 as sha1::Digest>::digest(&content).into();
+        assert_eq!(
+            out.commit.sha1(),
+            folio_protocol::Sha1Sum::from_digest(expected),
+            "the sum of {:?}",
+            String::from_utf8_lossy(&content)
+        );
+        at += content.len() as i64;
+    }
+    assert_eq!(replica.shutdown(Duration::from_secs(10)).await, 0);
+}

@@ -79,6 +79,9 @@ impl Replica {
         let policy = self.inner.config.min_append_rate;
         let mut flow = FlowControl::new(policy, tokio::time::Instant::now());
         let mut charge = budget.empty();
+        // The SHA-1 of this append's own content: the commit a client is answered with
+        // carries it (as Gazette's does), not the spool's running sum.
+        let mut summer = crate::spool::RunningSha1::new();
         let outcome = loop {
             let too_slow = async {
                 match flow.deadline() {
@@ -116,6 +119,7 @@ impl Replica {
                         state.spool.write(bytes.clone());
                         delta
                     };
+                    summer.update(&bytes);
                     let forwarded = tokio::select! {
                         forwarded = append.pipeline.forward(&bytes, delta) => forwarded,
                         () = stopping.cancelled() => Err(Error::ShuttingDown),
@@ -168,7 +172,8 @@ impl Replica {
         }
         let (commit, committed, before) = {
             let mut state = self.lock_state();
-            let commit = state.spool.commit(self.now_unix());
+            let mut commit = state.spool.commit(self.now_unix());
+            commit.sum = Some(summer.sum());
             pending.armed = false;
             let before = std::mem::replace(&mut state.registers, registers.clone());
             // The spool counts as open (sharing the budget) from its first committed byte
