@@ -23,6 +23,8 @@ folio_ensure_tools() {
   command -v etcd >/dev/null || missing+=(etcd-server)
   command -v zstd >/dev/null || missing+=(zstd)
   command -v gzip >/dev/null || missing+=(gzip)
+  # curl is the HTTP gateway's client in tests/tests/gateway.rs.
+  command -v curl >/dev/null || missing+=(curl)
   # `kubectl kustomize` renders deploy/'s overlays (tests/tests/deploy.rs).
   command -v kubectl >/dev/null || missing+=(kubernetes-client)
   # Headless Chromium loads the broker's status page (tests/tests/status_page.rs).

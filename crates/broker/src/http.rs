@@ -1,5 +1,6 @@
 //! The broker's HTTP port (`--http-listen`): the status page at `/`, the broker's state
-//! as JSON at `/status`, and Prometheus metrics at `/metrics`.
+//! as JSON at `/status`, Prometheus metrics at `/metrics`, and the HTTP gateway to
+//! journals at every other path (`gateway.rs`).
 //!
 //! Append rates come from a sampler owned by the port: every [`SAMPLE_EVERY`] it reads
 //! each replica's write head (a cheap, lock-free read) and keeps each journal's rate over
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::broker::Broker;
+use crate::gateway::Gateway;
 use crate::snapshot::BrokerState;
 
 /// How often the sampler reads the write heads.
@@ -35,6 +37,13 @@ struct Http {
     broker: Arc<Broker>,
     metrics: PrometheusHandle,
     rates: Arc<Mutex<Rates>>,
+    gateway: Gateway,
+}
+
+impl axum::extract::FromRef<Http> for Gateway {
+    fn from_ref(http: &Http) -> Self {
+        http.gateway.clone()
+    }
 }
 
 /// One point of the append rate history.
@@ -126,6 +135,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     metrics: PrometheusHandle,
+    gateway: Gateway,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let rates = Arc::new(Mutex::new(Rates::default()));
@@ -142,10 +152,19 @@ pub(crate) async fn serve(
         .route("/", get(status_page))
         .route("/status", get(status_json))
         .route("/metrics", get(metrics_page))
+        // Every other path is a journal (one named `status` or `metrics` is reached over
+        // gRPC only).
+        .route(
+            "/{*journal}",
+            get(crate::gateway::read)
+                .head(crate::gateway::read)
+                .put(crate::gateway::append),
+        )
         .with_state(Http {
             broker,
             metrics,
             rates,
+            gateway,
         });
     let stopped = shutdown.clone();
     let served = axum::serve(listener, app)

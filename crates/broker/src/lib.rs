@@ -21,6 +21,7 @@
 //! `folio-coordination`); it wires them together.
 
 mod broker;
+mod gateway;
 mod http;
 pub mod metrics;
 mod proxy;

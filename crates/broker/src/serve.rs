@@ -197,13 +197,27 @@ pub async fn serve(
             .run_resolver(cancel.clone())
             .instrument(tracing::info_span!("resolver")),
     );
-    let http_task = http.map(|(listener, metrics)| {
-        let broker = broker.clone();
-        tokio::spawn(
-            crate::http::serve(listener, broker, metrics, cancel.child_token())
-                .instrument(tracing::info_span!("http")),
-        )
-    });
+    let http_task =
+        match http {
+            Some((listener, metrics)) => {
+                let gateway = crate::gateway::Gateway::new(local, config.max_message_size)
+                    .map_err(|reason| ServeError::Http {
+                        addr: listener.local_addr().unwrap_or(local),
+                        reason,
+                    })?;
+                Some(tokio::spawn(
+                    crate::http::serve(
+                        listener,
+                        broker.clone(),
+                        metrics,
+                        gateway,
+                        cancel.child_token(),
+                    )
+                    .instrument(tracing::info_span!("http")),
+                ))
+            }
+            None => None,
+        };
     // Answer nothing before the first resolution: a broker that just started must not list
     // journals without routes, nor refuse appends it is about to be primary of.
     broker.wait_resolved(broker.view.revision()).await;
