@@ -614,3 +614,28 @@ pub async fn create_journals(
         "{response:?}"
     );
 }
+
+/// `folio serve` (embedded) with its HTTP port on a free port and `extra` flags: the
+/// broker and the HTTP port's base URL, `http://127.0.0.1:PORT`.
+pub fn start_with_http(
+    data_dir: &std::path::Path,
+    extra: &[String],
+) -> Result<(ServerProcess, String)> {
+    let port = free_port()?;
+    let mut args = vec!["--http-listen".to_owned(), format!("127.0.0.1:{port}")];
+    args.extend_from_slice(extra);
+    let broker = ServerProcess::start(data_dir, &args)?;
+    Ok((broker, format!("http://127.0.0.1:{port}")))
+}
+
+/// A specs document of journals `names`, each with `fragment` (a YAML flow mapping such
+/// as `{ length: 1MiB, compression_codec: NONE }`).
+pub fn specs_yaml(names: &[impl AsRef<str>], fragment: &str) -> String {
+    std::iter::once("journals:\n".to_owned())
+        .chain(
+            names
+                .iter()
+                .map(|name| format!("  - name: {}\n    fragment: {fragment}\n", name.as_ref())),
+        )
+        .collect()
+}

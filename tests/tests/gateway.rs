@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use folio_protocol::SpecsDocument;
-use folio_tests::{BrokerProcess, free_port, unique_name};
+use folio_tests::{BrokerProcess, unique_name};
 use sha1::Digest;
 
 /// What `curl` got: the status, the headers (lowercase names), the body.
@@ -66,23 +66,15 @@ struct Gateway {
 
 async fn start(journals: &[&str]) -> Gateway {
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port().expect("port");
-    let broker = BrokerProcess::start(
-        &dir.path().join("broker"),
-        &["--http-listen".into(), format!("127.0.0.1:{port}")],
-    )
-    .expect("start broker");
+    let (broker, base) =
+        folio_tests::start_with_http(&dir.path().join("broker"), &[]).expect("start broker");
     let mut client = broker.client().await.expect("client");
-    let yaml: String = std::iter::once("journals:\n".to_owned())
-        .chain(journals.iter().map(|name| {
-            format!("  - name: {name}\n    fragment: {{ length: 1MiB, compression_codec: NONE }}\n")
-        }))
-        .collect();
+    let yaml = folio_tests::specs_yaml(journals, "{ length: 1MiB, compression_codec: NONE }");
     folio_tests::create_journals(&mut client, SpecsDocument::from_yaml(&yaml).expect("specs"))
         .await;
     Gateway {
         broker,
-        base: format!("http://127.0.0.1:{port}"),
+        base,
         _dir: dir,
     }
 }

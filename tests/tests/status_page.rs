@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use folio_protocol::{AppendRequest, SpecsDocument, Status};
-use folio_tests::{BrokerProcess, append_messages, free_port, unique_name};
+use folio_tests::{append_messages, unique_name};
 
 /// The browser: `FOLIO_CHROMIUM`, else Debian's `/usr/bin/chromium`.
 fn chromium() -> String {
@@ -94,23 +94,14 @@ fn attribute(html: &str, marker: &str, attr: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_renders_journals_and_rates_in_chromium() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port().expect("free port");
-    let broker = BrokerProcess::start(
-        &dir.path().join("broker"),
-        &["--http-listen".into(), format!("127.0.0.1:{port}")],
-    )
-    .expect("start broker");
-    let http = format!("http://127.0.0.1:{port}");
+    let (broker, http) =
+        folio_tests::start_with_http(&dir.path().join("broker"), &[]).expect("start broker");
     let mut client = broker.client().await.expect("client");
 
     let journals: Vec<String> = (0..3)
         .map(|i| unique_name(&format!("status/clicks-{i}")))
         .collect();
-    let yaml: String = std::iter::once("journals:\n".to_owned())
-        .chain(journals.iter().map(|name| {
-            format!("  - name: {name}\n    fragment: {{ length: 1MiB, compression_codec: NONE }}\n")
-        }))
-        .collect();
+    let yaml = folio_tests::specs_yaml(&journals, "{ length: 1MiB, compression_codec: NONE }");
     folio_tests::create_journals(&mut client, SpecsDocument::from_yaml(&yaml).expect("specs"))
         .await;
 
