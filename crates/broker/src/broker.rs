@@ -81,7 +81,7 @@ impl Broker {
         mut replica_config: ReplicaConfig,
         lease_valid: watch::Receiver<Instant>,
     ) -> Self {
-        let peers = Arc::new(Peers::new(config.max_message_size));
+        let peers = Arc::new(Peers::new(config.max_message_size, config.tls.clone()));
         replica_config.connector = Arc::new(GrpcConnector {
             peers: peers.clone(),
         });

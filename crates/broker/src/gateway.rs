@@ -30,19 +30,38 @@ pub(crate) struct Gateway {
 
 impl Gateway {
     /// A gateway to the gRPC port listening on `grpc` (an unspecified address is reached
-    /// on loopback).
-    pub(crate) fn new(grpc: SocketAddr, max_message_size: usize) -> Result<Self, String> {
+    /// on loopback), over TLS when the port serves it: the certificate must then carry
+    /// the host of the broker's advertised `endpoint`.
+    pub(crate) fn new(
+        grpc: SocketAddr,
+        endpoint: &str,
+        tls: Option<&folio_protocol::tls::Tls>,
+        max_message_size: usize,
+    ) -> Result<Self, String> {
         let host = match grpc.ip() {
             ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
             ip if ip.is_unspecified() => "[::1]".to_owned(),
             std::net::IpAddr::V6(ip) => format!("[{ip}]"),
             std::net::IpAddr::V4(ip) => ip.to_string(),
         };
-        let url = format!("http://{host}:{}", grpc.port());
-        let channel = tonic::transport::Endpoint::from_shared(url.clone())
-            .map_err(|e| format!("gateway endpoint {url}: {e}"))?
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{host}:{}", grpc.port());
+        let mut channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .map_err(|e| format!("gateway endpoint {url}: {e}"))?;
+        if let Some(tls) = tls {
+            let domain = url::Url::parse(endpoint)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_else(|| "localhost".to_owned());
+            let domain = domain
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            channel = channel
+                .tls_config(tls.client_config(Some(&domain)))
+                .map_err(|e| format!("gateway TLS: {e}"))?;
+        }
+        let channel = channel.tcp_nodelay(true).connect_lazy();
         let client = JournalClient::new(channel)
             .max_decoding_message_size(max_message_size.max(4 << 20))
             .max_encoding_message_size(max_message_size);

@@ -23,13 +23,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct Peers {
     clients: Mutex<HashMap<String, JournalClient<Channel>>>,
     max_message_size: usize,
+    /// For `https://` peers: the CA their certificates chain to, and this broker's own
+    /// certificate (presented when peers require client certificates).
+    tls: Option<folio_protocol::tls::Tls>,
 }
 
 impl Peers {
-    pub(crate) fn new(max_message_size: usize) -> Self {
+    pub(crate) fn new(max_message_size: usize, tls: Option<folio_protocol::tls::Tls>) -> Self {
         Self {
             clients: Mutex::new(HashMap::new()),
             max_message_size,
+            tls,
         }
     }
 
@@ -38,8 +42,8 @@ impl Peers {
         if let Some(client) = lock(&self.clients).get(endpoint) {
             return Ok(client.clone());
         }
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
-            .map_err(|e| format!("peer endpoint {endpoint:?} is not a URL: {e}"))?
+        let channel = folio_protocol::tls::endpoint(endpoint, self.tls.as_ref())
+            .map_err(|e| format!("peer endpoint {endpoint:?}: {e}"))?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(5))
             .http2_keep_alive_interval(Duration::from_secs(5))

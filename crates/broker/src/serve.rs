@@ -68,6 +68,10 @@ pub struct BrokerConfig {
     pub single_broker: bool,
     /// Address of the HTTP port (metrics, status); `None`: no HTTP port.
     pub http_listen: Option<std::net::SocketAddr>,
+    /// TLS: with an identity, the gRPC port serves TLS (and the default endpoint is
+    /// `https://`); its CA verifies peers (and clients, when required); the identity is
+    /// presented to peers.
+    pub tls: Option<folio_protocol::tls::Tls>,
 }
 
 impl Default for BrokerConfig {
@@ -88,6 +92,7 @@ impl Default for BrokerConfig {
             journal_limit: DEFAULT_JOURNAL_LIMIT,
             single_broker: false,
             http_listen: None,
+            tls: None,
         }
     }
 }
@@ -143,8 +148,10 @@ pub async fn serve(
         }
         None => None,
     };
+    let serves_tls = config.tls.as_ref().is_some_and(|t| t.identity.is_some());
     let endpoint = if config.endpoint.is_empty() {
-        format!("http://{local}")
+        let scheme = if serves_tls { "https" } else { "http" };
+        format!("{scheme}://{local}")
     } else {
         config.endpoint.clone()
     };
@@ -197,27 +204,31 @@ pub async fn serve(
             .run_resolver(cancel.clone())
             .instrument(tracing::info_span!("resolver")),
     );
-    let http_task =
-        match http {
-            Some((listener, metrics)) => {
-                let gateway = crate::gateway::Gateway::new(local, config.max_message_size)
-                    .map_err(|reason| ServeError::Http {
-                        addr: listener.local_addr().unwrap_or(local),
-                        reason,
-                    })?;
-                Some(tokio::spawn(
-                    crate::http::serve(
-                        listener,
-                        broker.clone(),
-                        metrics,
-                        gateway,
-                        cancel.child_token(),
-                    )
-                    .instrument(tracing::info_span!("http")),
-                ))
-            }
-            None => None,
-        };
+    let http_task = match http {
+        Some((listener, metrics)) => {
+            let gateway = crate::gateway::Gateway::new(
+                local,
+                &endpoint,
+                config.tls.as_ref().filter(|_| serves_tls),
+                config.max_message_size,
+            )
+            .map_err(|reason| ServeError::Http {
+                addr: listener.local_addr().unwrap_or(local),
+                reason,
+            })?;
+            Some(tokio::spawn(
+                crate::http::serve(
+                    listener,
+                    broker.clone(),
+                    metrics,
+                    gateway,
+                    cancel.child_token(),
+                )
+                .instrument(tracing::info_span!("http")),
+            ))
+        }
+        None => None,
+    };
     // Answer nothing before the first resolution: a broker that just started must not list
     // journals without routes, nor refuse appends it is about to be primary of.
     broker.wait_resolved(broker.view.revision()).await;
@@ -298,7 +309,11 @@ pub async fn serve(
         let deadline = deadline.max(tokio::time::Instant::now() + DRAIN_MIN);
         tokio::time::sleep_until(deadline).await;
     };
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = config.tls.as_ref().and_then(|t| t.server_config()) {
+        builder = builder.tls_config(tls)?;
+    }
+    let server = builder
         .layer(crate::metrics::GrpcMetricsLayer)
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(16 << 20)

@@ -78,6 +78,20 @@ pub struct ServeArgs {
     /// broker's state as JSON at /status. Off unless set.
     #[arg(long, env = "FOLIO_HTTP_LISTEN")]
     pub http_listen: Option<String>,
+    /// TLS certificate chain (PEM) the gRPC port serves with (and presents to peers); with
+    /// --tls-key, the broker speaks TLS and advertises an https:// endpoint.
+    #[arg(long, env = "FOLIO_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM).
+    #[arg(long, env = "FOLIO_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificate (PEM) peers' certificates must chain to (and clients', with
+    /// --tls-client-auth).
+    #[arg(long, env = "FOLIO_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Refuse clients without a certificate signed by --tls-ca.
+    #[arg(long, env = "FOLIO_TLS_CLIENT_AUTH")]
+    pub tls_client_auth: bool,
     /// Log lines as `text` (for people) or `json` (one object per line, for collectors).
     #[arg(long, value_enum, default_value = "text", env = "FOLIO_LOG_FORMAT")]
     pub log_format: LogFormat,
@@ -126,6 +140,7 @@ struct Checked {
     min_append_rate: MinAppendRate,
     suffix: String,
     http_listen: Option<std::net::SocketAddr>,
+    tls: Option<folio_protocol::tls::Tls>,
 }
 
 /// Checks every setting without side effects; errors name the flag and the value.
@@ -195,12 +210,26 @@ fn check(args: &ServeArgs) -> Result<Checked> {
         bail!("--data-dir: is empty");
     }
     log_filter(args)?;
+    let tls = folio_protocol::tls::Tls::load(
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+        args.tls_ca.as_deref(),
+        args.tls_client_auth,
+    )?;
+    let tls = (tls.identity.is_some() || tls.ca.is_some()).then_some(tls);
+    if let (Some(tls), Some(endpoint)) = (&tls, &args.endpoint)
+        && tls.identity.is_some()
+        && !endpoint.starts_with("https://")
+    {
+        bail!("--endpoint: {endpoint:?} must be https:// when the broker serves TLS (--tls-cert)");
+    }
     Ok(Checked {
         budget,
         max_message,
         min_append_rate,
         suffix,
         http_listen,
+        tls,
     })
 }
 
@@ -236,7 +265,7 @@ pub fn check_config(args: &ServeArgs) -> Result<()> {
     println!(
         "configuration OK: listen {}, {mode}, prefix {}, member {}#{}, store {store}, \
          memory budget {} bytes, max message {} bytes, lease TTL {}, shutdown grace {}, \
-         HTTP port {}",
+         HTTP port {}, TLS {}",
         args.listen,
         args.prefix,
         args.zone,
@@ -247,7 +276,13 @@ pub fn check_config(args: &ServeArgs) -> Result<()> {
         humantime::format_duration(args.shutdown_grace),
         checked
             .http_listen
-            .map_or_else(|| "off".to_owned(), |a| a.to_string())
+            .map_or_else(|| "off".to_owned(), |a| a.to_string()),
+        match &checked.tls {
+            None => "off",
+            Some(t) if t.identity.is_none() => "off (a CA for peers only)",
+            Some(t) if t.require_client_certs => "on, client certificates required",
+            Some(_) => "on",
+        }
     );
     Ok(())
 }
@@ -260,6 +295,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         min_append_rate,
         suffix,
         http_listen,
+        tls,
     } = check(&args)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
@@ -291,10 +327,17 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let local = listener.local_addr()?;
+    let scheme = if tls.as_ref().is_some_and(|t| t.identity.is_some()) {
+        "https"
+    } else {
+        "http"
+    };
     let config = BrokerConfig {
         zone: args.zone,
         suffix,
-        endpoint: args.endpoint.unwrap_or_else(|| format!("http://{local}")),
+        endpoint: args
+            .endpoint
+            .unwrap_or_else(|| format!("{scheme}://{local}")),
         default_store: Some(store.clone()),
         memory_budget: budget,
         prefix: args.prefix,
@@ -307,13 +350,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         journal_limit: args.journal_limit,
         single_broker: args.etcd.is_empty(),
         http_listen,
+        tls,
     };
     let mode = if args.etcd.is_empty() {
         format!("embedded keyspace in {}", data_dir.display())
     } else {
         format!("etcd {}", args.etcd.join(","))
     };
-    eprintln!("folio: broker serving on http://{local} ({mode}; fragments in {store})");
+    eprintln!("folio: broker serving on {scheme}://{local} ({mode}; fragments in {store})");
     serve(config, keyspace, listener, shutdown_signal())
         .await
         .context("serving")?;

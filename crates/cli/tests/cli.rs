@@ -105,13 +105,13 @@ fn check_config_validates_every_setting_and_touches_nothing() {
         "{text}"
     );
     assert!(text.contains("member zone-a#broker-0"), "{text}");
-    assert!(text.ends_with("HTTP port off\n"), "{text}");
+    assert!(text.ends_with("HTTP port off, TLS off\n"), "{text}");
     assert!(!std::path::Path::new(data).exists(), "nothing was created");
 
     // Each bad setting, by flag or by variable, is named with its value.
     /// Flags, variables, and what the error must say.
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case<'_>; 9] = [
+    let cases: [Case<'_>; 11] = [
         (
             &["--memory-budget", "lots"],
             &[],
@@ -153,6 +153,21 @@ fn check_config_validates_every_setting_and_touches_nothing() {
             ],
             &[],
             "--http-listen: \"127.0.0.1:8080\" is also --listen",
+        ),
+        (
+            &[
+                "--tls-cert",
+                "/nonexistent/cert.pem",
+                "--tls-key",
+                "/nonexistent/key.pem",
+            ],
+            &[],
+            "--tls-cert: /nonexistent/cert.pem: No such file",
+        ),
+        (
+            &["--tls-client-auth"],
+            &[],
+            "--tls-client-auth: requiring client certificates needs the CA",
         ),
     ];
     for (args, env, expected) in cases {

@@ -18,7 +18,14 @@ pub type Client = JournalClient<Channel>;
 /// their retry policy. HTTP/2 keep-alives are on, so a tail read on a connection to a
 /// broker that vanished fails (and resumes elsewhere) instead of waiting forever.
 pub fn connect_lazy(endpoint: &str) -> Result<Client> {
-    let endpoint = Endpoint::from_shared(endpoint.to_owned())
+    connect_lazy_tls(endpoint, None)
+}
+
+/// [`connect_lazy`], with TLS for an `https://` endpoint: the server's certificate must
+/// chain to `tls`'s CA (without one, to the system's roots), and `tls`'s certificate, if
+/// any, is presented to brokers that require client certificates.
+pub fn connect_lazy_tls(endpoint: &str, tls: Option<&folio_protocol::tls::Tls>) -> Result<Client> {
+    let endpoint: Endpoint = folio_protocol::tls::endpoint(endpoint, tls)
         .map_err(|e| Error::InvalidArgument {
             what: "broker endpoint",
             reason: format!("{endpoint:?}: {e}"),

@@ -34,6 +34,7 @@ pub mod shard_doc;
 pub mod shard_spec;
 pub mod spec;
 pub mod spec_doc;
+pub mod tls;
 mod validation;
 
 /// The generated protocol types and gRPC stubs (`package protocol`).

@@ -59,6 +59,16 @@ pub struct JournalsArgs {
         value_parser = humantime::parse_duration
     )]
     retry_for: Duration,
+    /// CA certificate (PEM) an `https://` broker's certificate must chain to (default:
+    /// the system's roots).
+    #[arg(long, global = true, env = "FOLIO_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for brokers that require one, with --tls-key.
+    #[arg(long, global = true, env = "FOLIO_TLS_CERT")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, env = "FOLIO_TLS_KEY")]
+    tls_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: JournalsCommand,
 }
@@ -97,8 +107,14 @@ pub fn run(args: JournalsArgs) -> Result<()> {
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let broker =
-            Broker::connect(&args.broker)?.with_retry(RetryPolicy::retry_for(args.retry_for));
+        let tls = folio_protocol::tls::Tls::load(
+            args.tls_cert.as_deref(),
+            args.tls_key.as_deref(),
+            args.tls_ca.as_deref(),
+            false,
+        )?;
+        let broker = Broker::connect(&args.broker, Some(&tls))?
+            .with_retry(RetryPolicy::retry_for(args.retry_for));
         match args.command {
             // Answered above, without a runtime or a broker.
             JournalsCommand::Check(check) => check::run(check),

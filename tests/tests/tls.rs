@@ -1,0 +1,269 @@
+//! TLS between clients and `folio serve`, with certificates generated here (rcgen): a
+//! client trusting the broker's CA appends and reads; one trusting another CA, or
+//! speaking plain HTTP/2, is refused; with `--tls-client-auth` only clients presenting a
+//! certificate of the CA get in; the CLI takes `--tls-ca`; the HTTP gateway reaches the
+//! gRPC port over TLS.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use folio_protocol::journal_client::JournalClient;
+use folio_protocol::tls::Tls;
+use folio_protocol::{AppendRequest, ListRequest, ReadRequest, SpecsDocument, Status};
+use folio_tests::{BrokerProcess, append_messages, free_port, unique_name};
+use futures::StreamExt;
+use tonic::transport::Channel;
+
+/// A CA and certificates it signed, written as PEM files under `dir`.
+struct Pki {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+fn write(dir: &Path, name: &str, pem: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, pem).expect("write PEM");
+    path
+}
+
+/// A CA named `name`, a server certificate for localhost and 127.0.0.1, and a client
+/// certificate, all under `dir`.
+fn pki(dir: &Path, name: &str) -> Pki {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{name} test CA"));
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let ca_pem = ca_cert.pem();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf = |names: Vec<String>| {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(names)
+            .expect("params")
+            .signed_by(&key, &issuer)
+            .expect("signed");
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()]);
+    let (client_cert, client_key) = leaf(vec!["folio-test-client".into()]);
+    Pki {
+        ca: write(dir, &format!("{name}-ca.pem"), &ca_pem),
+        server_cert: write(dir, &format!("{name}-server.pem"), &server_cert),
+        server_key: write(dir, &format!("{name}-server-key.pem"), &server_key),
+        client_cert: write(dir, &format!("{name}-client.pem"), &client_cert),
+        client_key: write(dir, &format!("{name}-client-key.pem"), &client_key),
+    }
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// A TLS broker with an HTTP port; `extra` flags after the TLS ones.
+fn start(dir: &Path, pki: &Pki, extra: &[&str]) -> (BrokerProcess, u16, u16) {
+    let http = free_port().expect("port");
+    let mut args = vec![
+        "--tls-cert".to_owned(),
+        path(&pki.server_cert),
+        "--tls-key".to_owned(),
+        path(&pki.server_key),
+        "--tls-ca".to_owned(),
+        path(&pki.ca),
+        "--http-listen".to_owned(),
+        format!("127.0.0.1:{http}"),
+    ];
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    let broker = BrokerProcess::start(&dir.join("broker"), &args).expect("start broker");
+    let port: u16 = broker
+        .endpoint
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    (broker, port, http)
+}
+
+/// A client of `url` with `tls`, once `List` answers (within 30 s), or the last error.
+async fn client(url: &str, tls: Option<&Tls>) -> Result<JournalClient<Channel>, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let attempt = async {
+            let channel = folio_protocol::tls::endpoint(url, tls)
+                .map_err(|e| format!("{e:?}"))?
+                .connect()
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            let mut client = JournalClient::new(channel);
+            client
+                .list(ListRequest::default())
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            Ok::<_, String>(client)
+        };
+        match attempt.await {
+            Ok(client) => return Ok(client),
+            Err(err) if Instant::now() > deadline => return Err(err),
+            Err(err) if err.contains("Connection refused") => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            // The broker is up and refused this client.
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+fn trusting(pki: &Pki, with_client_cert: bool) -> Tls {
+    Tls::load(
+        with_client_cert.then_some(pki.client_cert.as_path()),
+        with_client_cert.then_some(pki.client_key.as_path()),
+        Some(&pki.ca),
+        false,
+    )
+    .expect("client TLS")
+}
+
+async fn create(client: &mut JournalClient<Channel>, journal: &str) {
+    let yaml = folio_tests::specs_yaml(&[journal], "{ length: 1MiB }");
+    folio_tests::create_journals(client, SpecsDocument::from_yaml(&yaml).expect("spec")).await;
+}
+
+async fn append_and_read(client: &mut JournalClient<Channel>, journal: &str, data: &[u8]) {
+    let first = AppendRequest {
+        journal: journal.to_owned(),
+        ..Default::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = client
+            .append(futures::stream::iter(append_messages(first.clone(), data)))
+            .await
+            .expect("append over TLS")
+            .into_inner();
+        if answer.status() == Status::Ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{:?}", answer.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut responses = client
+        .read(ReadRequest {
+            journal: journal.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect("read over TLS")
+        .into_inner();
+    let mut content = Vec::new();
+    while let Some(response) = responses.next().await {
+        content.extend_from_slice(&response.expect("read response").content);
+    }
+    assert_eq!(content, data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_trust_the_ca_get_in_and_others_are_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ours = pki(dir.path(), "ours");
+    let theirs = pki(dir.path(), "theirs");
+    let (_broker, port, http) = start(dir.path(), &ours, &[]);
+    let url = format!("https://localhost:{port}");
+
+    let mut good = client(&url, Some(&trusting(&ours, false)))
+        .await
+        .expect("a client trusting the broker's CA");
+    let journal = unique_name("tls/clicks");
+    create(&mut good, &journal).await;
+    append_and_read(&mut good, &journal, b"over TLS\n").await;
+
+    let err = client(&url, Some(&trusting(&theirs, false)))
+        .await
+        .expect_err("a client trusting another CA");
+    assert!(
+        err.to_lowercase().contains("certificate"),
+        "a certificate error: {err}"
+    );
+    let err = client(&format!("http://127.0.0.1:{port}"), None)
+        .await
+        .expect_err("plain HTTP/2 to a TLS port");
+    assert!(!err.is_empty());
+
+    // The CLI, with and without the CA.
+    let folio = folio_tests::folio_binary().expect("folio");
+    let listed = Command::new(&folio)
+        .args([
+            "journals",
+            "list",
+            "--broker",
+            &url,
+            "--tls-ca",
+            &path(&ours.ca),
+        ])
+        .output()
+        .expect("folio journals list");
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&journal));
+    let refused = Command::new(&folio)
+        .args(["journals", "list", "--broker", &url, "--retry-for", "0s"])
+        .env_remove("FOLIO_TLS_CA")
+        .output()
+        .expect("folio journals list");
+    assert!(
+        !refused.status.success(),
+        "the system's roots do not know the test CA"
+    );
+
+    // The HTTP gateway reaches the TLS gRPC port (its certificate names 127.0.0.1, the
+    // advertised endpoint's host).
+    let put = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+        .args(["--data-binary", "via the gateway\n"])
+        .arg(format!("http://127.0.0.1:{http}/{journal}"))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&put.stdout), "204");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_client_auth_only_clients_with_a_certificate_of_the_ca_get_in() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ours = pki(dir.path(), "ours");
+    let theirs = pki(dir.path(), "theirs");
+    let (_broker, port, http) = start(dir.path(), &ours, &["--tls-client-auth"]);
+    let url = format!("https://localhost:{port}");
+
+    let mut with_cert = client(&url, Some(&trusting(&ours, true)))
+        .await
+        .expect("a client with a certificate of the CA");
+    let journal = unique_name("tls/mtls");
+    create(&mut with_cert, &journal).await;
+    append_and_read(&mut with_cert, &journal, b"mutual TLS\n").await;
+
+    client(&url, Some(&trusting(&ours, false)))
+        .await
+        .expect_err("a client without a certificate");
+    // A certificate of another CA, while trusting the broker's.
+    let mut foreign = trusting(&ours, false);
+    foreign.identity = trusting(&theirs, true).identity;
+    client(&url, Some(&foreign))
+        .await
+        .expect_err("a client with another CA's certificate");
+
+    // The gateway presents the broker's own certificate.
+    let put = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+        .args(["--data-binary", "via the gateway\n"])
+        .arg(format!("http://127.0.0.1:{http}/{journal}"))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&put.stdout), "204");
+}
