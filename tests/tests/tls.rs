@@ -118,6 +118,17 @@ async fn client(url: &str, tls: Option<&Tls>) -> Result<JournalClient<Channel>, 
     }
 }
 
+/// PUTs a line to `journal` through the HTTP gateway on port `http`: the HTTP status.
+fn put_through_gateway(http: u16, journal: &str) -> String {
+    let put = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+        .args(["--data-binary", "via the gateway\n"])
+        .arg(format!("http://127.0.0.1:{http}/{journal}"))
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&put.stdout).into_owned()
+}
+
 fn trusting(pki: &Pki, with_client_cert: bool) -> Tls {
     Tls::load(
         with_client_cert.then_some(pki.client_cert.as_path()),
@@ -224,13 +235,7 @@ async fn clients_that_trust_the_ca_get_in_and_others_are_refused() {
 
     // The HTTP gateway reaches the TLS gRPC port (its certificate names 127.0.0.1, the
     // advertised endpoint's host).
-    let put = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
-        .args(["--data-binary", "via the gateway\n"])
-        .arg(format!("http://127.0.0.1:{http}/{journal}"))
-        .output()
-        .expect("curl");
-    assert_eq!(String::from_utf8_lossy(&put.stdout), "204");
+    assert_eq!(put_through_gateway(http, &journal), "204");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,11 +264,5 @@ async fn with_client_auth_only_clients_with_a_certificate_of_the_ca_get_in() {
         .expect_err("a client with another CA's certificate");
 
     // The gateway presents the broker's own certificate.
-    let put = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
-        .args(["--data-binary", "via the gateway\n"])
-        .arg(format!("http://127.0.0.1:{http}/{journal}"))
-        .output()
-        .expect("curl");
-    assert_eq!(String::from_utf8_lossy(&put.stdout), "204");
+    assert_eq!(put_through_gateway(http, &journal), "204");
 }
