@@ -266,3 +266,122 @@ async fn with_client_auth_only_clients_with_a_certificate_of_the_ca_get_in() {
     // The gateway presents the broker's own certificate.
     assert_eq!(put_through_gateway(http, &journal), "204");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_broker_cluster_replicates_and_proxies_over_mutual_tls() {
+    let etcd = folio_tests::etcd_endpoint().expect("etcd (scripts/test.sh starts one)");
+    let dir = tempfile::tempdir().expect("dir");
+    let ours = pki(dir.path(), "ours");
+    let store = format!("file://{}/fragments/", dir.path().display());
+    let tls_flags = [
+        "--tls-cert",
+        &path(&ours.server_cert),
+        "--tls-key",
+        &path(&ours.server_key),
+        "--tls-ca",
+        &path(&ours.ca),
+        "--tls-client-auth",
+    ]
+    .map(str::to_owned);
+    let extra: Vec<&str> = tls_flags.iter().map(String::as_str).collect();
+    let prefix = unique_name("tls-cluster");
+    let brokers = folio_tests::start_brokers(
+        3,
+        dir.path(),
+        &etcd,
+        &prefix,
+        &store,
+        Duration::from_secs(3),
+        &extra,
+    )
+    .expect("start brokers");
+    let tls = trusting(&ours, true);
+    let mut clients = Vec::new();
+    for broker in &brokers {
+        let port = broker.endpoint.rsplit(':').next().expect("port");
+        clients.push(
+            client(&format!("https://localhost:{port}"), Some(&tls))
+                .await
+                .expect("a client of each broker"),
+        );
+    }
+    let journal = unique_name("tls/replicated");
+    let yaml = format!("journals:\n  - name: {journal}\n    replication: 3\n");
+    folio_tests::create_journals(
+        &mut clients[0],
+        SpecsDocument::from_yaml(&yaml).expect("spec"),
+    )
+    .await;
+
+    // Appends through every broker (two of them proxy to the primary, which replicates
+    // to the other two over TLS, presenting its certificate).
+    let mut expected = Vec::new();
+    for (i, client) in clients.iter_mut().enumerate() {
+        let line = format!("through broker {i}\n");
+        let first = AppendRequest {
+            journal: journal.clone(),
+            ..Default::default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let answer = client
+                .append(futures::stream::iter(append_messages(
+                    first.clone(),
+                    line.as_bytes(),
+                )))
+                .await
+                .map(tonic::Response::into_inner);
+            match answer {
+                Ok(answer) if answer.status() == Status::Ok => break,
+                other => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "append via broker {i}: {other:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        expected.extend_from_slice(line.as_bytes());
+    }
+    let listed = clients[1]
+        .list(ListRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .message()
+        .await
+        .expect("list response")
+        .expect("a snapshot");
+    let route = listed
+        .journals
+        .iter()
+        .find(|j| j.spec.as_ref().is_some_and(|s| s.name == journal))
+        .and_then(|j| j.route.clone())
+        .expect("the journal's route");
+    assert_eq!(route.members.len(), 3, "{route:?}");
+    assert!(
+        route.endpoints.iter().all(|e| e.starts_with("https://")),
+        "brokers advertise TLS endpoints: {route:?}"
+    );
+    for (i, client) in clients.iter_mut().enumerate() {
+        let mut responses = client
+            .read(ReadRequest {
+                journal: journal.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("read")
+            .into_inner();
+        let mut content = Vec::new();
+        while let Some(response) = responses.next().await {
+            content.extend_from_slice(&response.expect("read response").content);
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&content),
+            String::from_utf8_lossy(&expected),
+            "read through broker {i}"
+        );
+    }
+    drop(brokers);
+}
