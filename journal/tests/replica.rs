@@ -593,10 +593,9 @@ impl std::io::Write for Captured {
     }
 }
 
-/// A fragment whose uploads fail again and again is logged once when it starts failing
-/// (naming the store, the fragment and the error), not at every retry.
-#[tokio::test]
-async fn a_failing_persist_is_logged_once_per_change_not_per_retry() {
+/// Captures this thread's log lines (INFO and up) while the guard lives: the tests'
+/// runtime runs every task on their thread.
+fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -604,14 +603,26 @@ async fn a_failing_persist_is_logged_once_per_change_not_per_retry() {
         .with_ansi(false)
         .with_max_level(tracing::Level::INFO)
         .finish();
-    // This thread only: the test's runtime runs every task on it.
-    let _logs = tracing::subscriber::set_default(subscriber);
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
+/// A memory store that fails every request while the flag is set (it starts `down`).
+fn flaky_store(down: bool) -> (FragmentStore, Arc<AtomicBool>) {
     let base = memory_store();
-    let down = Arc::new(AtomicBool::new(false));
+    let down = Arc::new(AtomicBool::new(down));
     let store = base.with_object_store(Arc::new(Flaky {
         inner: base.object_store().clone(),
         down: down.clone(),
     }));
+    (store, down)
+}
+
+/// A fragment whose uploads fail again and again is logged once when it starts failing
+/// (naming the store, the fragment and the error), not at every retry.
+#[tokio::test]
+async fn a_failing_persist_is_logged_once_per_change_not_per_retry() {
+    let (captured, _logs) = capture_logs();
+    let (store, down) = flaky_store(false);
     let mut config = ReplicaConfig::new(64 << 20);
     config.persist.max_attempts = 1;
     let replica = Replica::start(spec("acme/logs/p0", "4KiB", "NONE"), vec![store], config);
@@ -652,20 +663,8 @@ async fn a_failing_persist_is_logged_once_per_change_not_per_retry() {
 
 #[tokio::test]
 async fn a_failing_listing_is_logged_once_per_change_not_per_retry() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _logs = tracing::subscriber::set_default(subscriber);
-    let base = memory_store();
-    let down = Arc::new(AtomicBool::new(true));
-    let store = base.with_object_store(Arc::new(Flaky {
-        inner: base.object_store().clone(),
-        down: down.clone(),
-    }));
+    let (captured, _logs) = capture_logs();
+    let (store, down) = flaky_store(true);
     let replica = Replica::start(
         spec("acme/logs/p1", "4KiB", "NONE"),
         vec![store],

@@ -210,18 +210,11 @@ async fn stream_sums_stay_exact_while_consumers_and_brokers_are_killed() {
         ));
     }
     let mut raw = rig.brokers[0].client().await.expect("broker answers");
-    let changes = SpecsDocument::from_yaml(&journals)
-        .expect("journal specs")
-        .into_iter()
-        .map(|spec| folio_protocol::apply_request::Change {
-            expect_mod_revision: 0,
-            upsert: Some(spec),
-            delete: String::new(),
-        })
-        .collect();
-    raw.apply(folio_protocol::ApplyRequest { changes })
-        .await
-        .expect("apply journals");
+    folio_tests::create_journals(
+        &mut raw,
+        SpecsDocument::from_yaml(&journals).expect("journal specs"),
+    )
+    .await;
 
     for i in 0..2 {
         let args = summer_args(i, &broker, &etcd, &prefix);
