@@ -121,7 +121,16 @@ async fn client(url: &str, tls: Option<&Tls>) -> Result<JournalClient<Channel>, 
 /// PUTs a line to `journal` through the HTTP gateway on port `http`: the HTTP status.
 fn put_through_gateway(http: u16, journal: &str) -> String {
     let put = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+        .args([
+            "-sS",
+            "--max-time",
+            "30",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .args(["-X", "PUT"])
         .args(["--data-binary", "via the gateway\n"])
         .arg(format!("http://127.0.0.1:{http}/{journal}"))
         .output()
@@ -199,10 +208,9 @@ async fn clients_that_trust_the_ca_get_in_and_others_are_refused() {
         err.to_lowercase().contains("certificate"),
         "a certificate error: {err}"
     );
-    let err = client(&format!("http://127.0.0.1:{port}"), None)
+    client(&format!("http://127.0.0.1:{port}"), None)
         .await
         .expect_err("plain HTTP/2 to a TLS port");
-    assert!(!err.is_empty());
 
     // The CLI, with and without the CA.
     let folio = folio_tests::folio_binary().expect("folio");
@@ -231,6 +239,26 @@ async fn clients_that_trust_the_ca_get_in_and_others_are_refused() {
     assert!(
         !refused.status.success(),
         "the system's roots do not know the test CA"
+    );
+    let said = String::from_utf8_lossy(&refused.stderr).to_lowercase();
+    assert!(said.contains("certificate"), "a certificate error: {said}");
+
+    // Client certificates can be required only by a broker that serves TLS itself.
+    let checked = Command::new(&folio)
+        .args([
+            "serve",
+            "--check-config",
+            "--tls-ca",
+            &path(&ours.ca),
+            "--tls-client-auth",
+        ])
+        .output()
+        .expect("folio serve --check-config");
+    assert!(!checked.status.success());
+    assert!(
+        String::from_utf8_lossy(&checked.stderr).contains("needs the broker to serve TLS"),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
     );
 
     // The HTTP gateway reaches the TLS gRPC port (its certificate names 127.0.0.1, the

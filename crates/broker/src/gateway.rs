@@ -26,6 +26,8 @@ const APPEND_CHUNK: usize = 1 << 20;
 #[derive(Debug, Clone)]
 pub(crate) struct Gateway {
     client: JournalClient<Channel>,
+    /// Content bytes per append message: under the gRPC message limit.
+    chunk: usize,
 }
 
 impl Gateway {
@@ -49,14 +51,17 @@ impl Gateway {
         let mut channel = tonic::transport::Endpoint::from_shared(url.clone())
             .map_err(|e| format!("gateway endpoint {url}: {e}"))?;
         if let Some(tls) = tls {
+            // The advertised host, which the certificate names; an unspecified address
+            // (a broker advertising 0.0.0.0) names nothing: then `localhost`.
             let domain = url::Url::parse(endpoint)
                 .ok()
                 .and_then(|u| u.host_str().map(str::to_owned))
+                .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
+                .filter(|h| {
+                    !h.parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_unspecified())
+                })
                 .unwrap_or_else(|| "localhost".to_owned());
-            let domain = domain
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned();
             channel = channel
                 .tls_config(tls.client_config(Some(&domain)))
                 .map_err(|e| format!("gateway TLS: {e}"))?;
@@ -65,7 +70,9 @@ impl Gateway {
         let client = JournalClient::new(channel)
             .max_decoding_message_size(max_message_size.max(4 << 20))
             .max_encoding_message_size(max_message_size);
-        Ok(Self { client })
+        // A message is its content plus a few bytes of framing.
+        let chunk = APPEND_CHUNK.min(max_message_size.saturating_sub(1024).max(1024));
+        Ok(Self { client, chunk })
     }
 }
 
@@ -227,20 +234,23 @@ pub(crate) async fn read(
     if head {
         return (StatusCode::OK, headers).into_response();
     }
-    // The content that follows; the body ends where the read does (a non-blocking read
-    // at the write head), or is cut off with an error (the broker failed mid-read).
+    // The content that follows. The body ends where the read does (a non-blocking read
+    // at the write head); any other failure cuts it off with an error, so the client
+    // never takes a truncated body for a whole one.
     let leading = (!first.content.is_empty()).then(|| Ok::<Bytes, std::io::Error>(first.content));
     let content = futures::stream::iter(leading).chain(
         responses
             .take_while(|response| {
-                let more = match response {
-                    Ok(r) => r.status() == Status::Ok,
-                    Err(_) => true,
-                };
-                futures::future::ready(more)
+                let at_head =
+                    matches!(response, Ok(r) if r.status() == Status::OffsetNotYetAvailable);
+                futures::future::ready(!at_head)
             })
             .filter_map(|response| {
                 futures::future::ready(match response {
+                    Ok(r) if r.status() != Status::Ok => Some(Err(std::io::Error::other(format!(
+                        "the read failed: {}",
+                        r.status().as_str_name()
+                    )))),
                     Ok(r) if r.content.is_empty() => None,
                     Ok(r) => Some(Ok(r.content)),
                     Err(status) => Some(Err(std::io::Error::other(status.message().to_owned()))),
@@ -274,6 +284,7 @@ pub(crate) async fn append(
         journal,
         ..Default::default()
     };
+    let chunk = gateway.chunk;
     // Content, then the empty message that commits: only when the body ended cleanly.
     let (complete_tx, complete) = tokio::sync::oneshot::channel::<bool>();
     let mut complete_tx = Some(complete_tx);
@@ -289,12 +300,12 @@ pub(crate) async fn append(
             }
         })
         .take_while(|frame| futures::future::ready(frame.is_some()))
-        .flat_map(|frame| {
+        .flat_map(move |frame| {
             let bytes = frame.unwrap_or_default();
             let chunks: Vec<AppendRequest> = (0..bytes.len())
-                .step_by(APPEND_CHUNK)
+                .step_by(chunk)
                 .map(|at| AppendRequest {
-                    content: bytes.slice(at..(at + APPEND_CHUNK).min(bytes.len())),
+                    content: bytes.slice(at..(at + chunk).min(bytes.len())),
                     ..Default::default()
                 })
                 .collect();

@@ -155,6 +155,28 @@ pub async fn serve(
     } else {
         config.endpoint.clone()
     };
+    // TLS material that does not work (a key that does not fit its certificate, say)
+    // fails the start here, before the broker joins and is given journals.
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = config.tls.as_ref().and_then(|t| t.server_config()) {
+        builder = builder.tls_config(tls)?;
+    }
+    let http = match http {
+        Some((listener, metrics)) => {
+            let gateway = crate::gateway::Gateway::new(
+                local,
+                &endpoint,
+                config.tls.as_ref().filter(|_| serves_tls),
+                config.max_message_size,
+            )
+            .map_err(|reason| ServeError::Http {
+                addr: listener.local_addr().unwrap_or(local),
+                reason,
+            })?;
+            Some((listener, metrics, gateway))
+        }
+        None => None,
+    };
     let id = Id {
         zone: config.zone.clone(),
         suffix: config.suffix.clone(),
@@ -204,31 +226,18 @@ pub async fn serve(
             .run_resolver(cancel.clone())
             .instrument(tracing::info_span!("resolver")),
     );
-    let http_task = match http {
-        Some((listener, metrics)) => {
-            let gateway = crate::gateway::Gateway::new(
-                local,
-                &endpoint,
-                config.tls.as_ref().filter(|_| serves_tls),
-                config.max_message_size,
+    let http_task = http.map(|(listener, metrics, gateway)| {
+        tokio::spawn(
+            crate::http::serve(
+                listener,
+                broker.clone(),
+                metrics,
+                gateway,
+                cancel.child_token(),
             )
-            .map_err(|reason| ServeError::Http {
-                addr: listener.local_addr().unwrap_or(local),
-                reason,
-            })?;
-            Some(tokio::spawn(
-                crate::http::serve(
-                    listener,
-                    broker.clone(),
-                    metrics,
-                    gateway,
-                    cancel.child_token(),
-                )
-                .instrument(tracing::info_span!("http")),
-            ))
-        }
-        None => None,
-    };
+            .instrument(tracing::info_span!("http")),
+        )
+    });
     // Answer nothing before the first resolution: a broker that just started must not list
     // journals without routes, nor refuse appends it is about to be primary of.
     broker.wait_resolved(broker.view.revision()).await;
@@ -309,10 +318,6 @@ pub async fn serve(
         let deadline = deadline.max(tokio::time::Instant::now() + DRAIN_MIN);
         tokio::time::sleep_until(deadline).await;
     };
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = config.tls.as_ref().and_then(|t| t.server_config()) {
-        builder = builder.tls_config(tls)?;
-    }
     let server = builder
         .layer(crate::metrics::GrpcMetricsLayer)
         .initial_stream_window_size(8 << 20)

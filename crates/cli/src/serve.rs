@@ -216,6 +216,11 @@ fn check(args: &ServeArgs) -> Result<Checked> {
         args.tls_ca.as_deref(),
         args.tls_client_auth,
     )?;
+    if tls.require_client_certs && tls.identity.is_none() {
+        bail!(
+            "--tls-client-auth: requiring client certificates needs the broker to serve TLS (--tls-cert and --tls-key)"
+        );
+    }
     let tls = (tls.identity.is_some() || tls.ca.is_some()).then_some(tls);
     if let (Some(tls), Some(endpoint)) = (&tls, &args.endpoint)
         && tls.identity.is_some()

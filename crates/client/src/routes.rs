@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use folio_protocol::{Header, Route};
 
-use crate::connect::{Client, connect_lazy};
+use crate::connect::{Client, connect_lazy_tls};
 
 /// Journals whose route a cache holds at most; past it, an arbitrary one is forgotten.
 pub const ROUTE_CACHE_CAPACITY: usize = 10_000;
@@ -30,6 +30,8 @@ pub struct RouteCache {
     inner: Arc<Mutex<Inner>>,
     /// The client's zone: reads prefer a route member there.
     zone: Option<String>,
+    /// TLS for `https://` route endpoints (the CA, and a client certificate).
+    tls: Option<Arc<folio_protocol::tls::Tls>>,
 }
 
 #[derive(Debug, Default)]
@@ -53,6 +55,14 @@ impl RouteCache {
             zone: Some(zone.into()),
             ..Self::default()
         }
+    }
+
+    /// Dials `https://` route endpoints with `tls` (trusting its CA, presenting its
+    /// certificate) instead of the system's roots.
+    #[must_use]
+    pub fn with_tls(mut self, tls: folio_protocol::tls::Tls) -> Self {
+        self.tls = Some(Arc::new(tls));
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -93,7 +103,7 @@ impl RouteCache {
         if let Some(client) = inner.clients.get(&endpoint) {
             return Some((endpoint, client.clone()));
         }
-        match connect_lazy(&endpoint) {
+        match connect_lazy_tls(&endpoint, self.tls.as_deref()) {
             Ok(client) => {
                 inner.clients.insert(endpoint.clone(), client.clone());
                 Some((endpoint, client))
