@@ -58,12 +58,18 @@ folio_ensure_hadolint() {
   fi
 }
 
-# A free TCP port on 127.0.0.1.
+# A free TCP port on 127.0.0.1, below the kernel's ephemeral range (so no outgoing
+# connection can take it between this pick and the server's bind), and never one this
+# shell handed out before (two picks made before either server starts differ).
 folio_free_port() {
-  local port
+  local port low=32768 high used="${TMPDIR:-/tmp}/folio-ports.$$"
+  read -r low high < /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+  if [ "$low" -le 21000 ]; then low=32768; fi
   while :; do
-    port=$((20000 + RANDOM % 30000))
+    port=$((20000 + RANDOM % (low - 20000)))
+    if grep -qx "$port" "$used" 2>/dev/null; then continue; fi
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "$port" >> "$used"
       echo "$port"
       return
     fi

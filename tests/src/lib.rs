@@ -224,10 +224,35 @@ pub fn example_binary(name: &str) -> Result<std::path::PathBuf> {
     Ok(bin)
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; fine for tests on one machine).
+/// A free TCP port on 127.0.0.1 for a server a test starts: bound and released, from
+/// below the kernel's ephemeral range (so no outgoing connection takes it before the
+/// server binds it), and never one this process handed out before.
 pub fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+    use std::hash::{BuildHasher, Hasher};
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|&low| low > 21_000)
+        .unwrap_or(32_768);
+    let random = std::collections::hash_map::RandomState::new();
+    for attempt in 0u64..10_000 {
+        let mut hasher = random.build_hasher();
+        hasher.write_u64(attempt);
+        let port = 20_000 + (hasher.finish() % u64::from(low - 20_000)) as u16;
+        let mut handed_out = HANDED_OUT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if handed_out.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free port on 127.0.0.1 between 20000 and {low}")
 }
 
 /// A server process of a test: `folio serve` ([`ServerProcess::start`]), or a consumer
