@@ -98,3 +98,47 @@ async fn s3_put_get_list() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Ports handed to test servers come from below the kernel's ephemeral range (no outgoing
+/// connection can hold one when the server binds it) and never twice, in Rust and in the
+/// scripts (`folio_free_port`).
+#[test]
+fn picked_ports_are_below_the_ephemeral_range_and_distinct() {
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .expect("the kernel's ephemeral range")
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a port number");
+    let rust: Vec<u16> = (0..50)
+        .map(|_| folio_tests::free_port().expect("a port"))
+        .collect();
+    let script = std::process::Command::new("bash")
+        .arg("-c")
+        .arg("source scripts/test-env.sh; for i in $(seq 50); do folio_free_port; done")
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .expect("bash");
+    assert!(
+        script.status.success(),
+        "{}",
+        String::from_utf8_lossy(&script.stderr)
+    );
+    let script: Vec<u16> = String::from_utf8_lossy(&script.stdout)
+        .lines()
+        .map(|l| l.parse().expect("a port"))
+        .collect();
+    for (what, ports) in [("free_port", &rust), ("folio_free_port", &script)] {
+        assert_eq!(ports.len(), 50, "{what}");
+        assert!(
+            ports.iter().all(|&p| (20_000..low).contains(&p)),
+            "{what}: every port below {low}: {ports:?}"
+        );
+        let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            ports.len(),
+            "{what}: no port twice: {ports:?}"
+        );
+    }
+}
