@@ -188,7 +188,9 @@ async fn sample_rates(
             _ = ticks.tick() => {}
             () = stop.cancelled() => return,
         }
-        crate::metrics::upkeep(&metrics);
+        // Folds the histograms' samples into their buckets, which the exporter otherwise
+        // does only when rendering: an unscraped broker keeps no backlog.
+        metrics.run_upkeep();
         let replicas = broker.replicas_now();
         let mut rates = rates.lock().unwrap_or_else(PoisonError::into_inner);
         rates.sample(&replicas, Instant::now(), unix_ms());

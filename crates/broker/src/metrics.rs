@@ -158,29 +158,35 @@ fn describe() {
     metrics::gauge!(j::PERSIST_QUEUE_BYTES).increment(0.0);
 }
 
-/// Drains the histograms' pending samples into their buckets. The exporter otherwise does
-/// this only when rendering, so a broker nobody scrapes would keep every sample; the HTTP
-/// port's sampler calls it every few seconds.
-pub fn upkeep(handle: &PrometheusHandle) {
-    handle.run_upkeep();
-}
-
 /// Renders the metrics, after reading the broker's state into the gauges.
+///
+/// The gauges are summed straight from the replicas (no per-journal snapshot: a scrape
+/// of a broker with 100,000 journals copies no names or routes).
 pub fn render(handle: &PrometheusHandle, broker: &Broker) -> String {
-    let state = broker.state();
-    metrics::gauge!(BROKER_INFO, "zone" => state.zone.clone(), "suffix" => state.suffix.clone())
-        .set(1.0);
-    let primaries = state.journals.iter().filter(|j| j.primary).count();
+    let id = broker.id();
+    metrics::gauge!(BROKER_INFO, "zone" => id.zone.clone(), "suffix" => id.suffix.clone()).set(1.0);
+    let replicas = broker.replicas_now();
+    let (mut primaries, mut spooled) = (0usize, 0i64);
+    // A store is healthy while no replica writing to it has an error.
+    let mut stores: std::collections::HashMap<&str, bool> = std::collections::HashMap::new();
+    for replica in &replicas {
+        primaries += usize::from(replica.is_primary());
+        spooled += replica.progress().spool_bytes;
+        if let Some(store) = replica.stores().first() {
+            let healthy = stores.entry(store.url()).or_insert(true);
+            *healthy &= replica.store_health_error().is_none();
+        }
+    }
     metrics::gauge!(JOURNALS, "role" => "primary").set(primaries as f64);
-    metrics::gauge!(JOURNALS, "role" => "replica").set((state.journals.len() - primaries) as f64);
-    metrics::gauge!(SPOOLS_OPEN).set(state.open_spools as f64);
-    let spooled: i64 = state.journals.iter().map(|j| j.progress.spool_bytes).sum();
+    metrics::gauge!(JOURNALS, "role" => "replica").set((replicas.len() - primaries) as f64);
     metrics::gauge!(SPOOL_BYTES).set(spooled as f64);
-    metrics::gauge!(BUDGET_BYTES).set(state.budget_total as f64);
-    metrics::gauge!(BUDGET_USED_BYTES).set(state.budget_used as f64);
-    for store in &state.stores {
-        let healthy = if store.error.is_none() { 1.0 } else { 0.0 };
-        metrics::gauge!(STORE_HEALTHY, "store" => store.url.clone()).set(healthy);
+    let budget = broker.budget();
+    metrics::gauge!(SPOOLS_OPEN).set(budget.open_spools() as f64);
+    metrics::gauge!(BUDGET_BYTES).set(budget.total() as f64);
+    metrics::gauge!(BUDGET_USED_BYTES).set(budget.used() as f64);
+    for (store, healthy) in stores {
+        metrics::gauge!(STORE_HEALTHY, "store" => store.to_owned())
+            .set(f64::from(u8::from(healthy)));
     }
     handle.render()
 }
