@@ -345,7 +345,17 @@ impl ServerProcess {
                     folio_protocol::journal_client::JournalClient::connect(self.endpoint.clone())
                         .await?;
                 let request = folio_protocol::ListRequest::default();
-                client.list(request).await?;
+                match client.list(request).await {
+                    // A broker that requires tokens answers, refusing: it is up.
+                    Err(status)
+                        if matches!(
+                            status.code(),
+                            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                        ) => {}
+                    other => {
+                        other?;
+                    }
+                }
                 anyhow::Ok(client)
             };
             match attempt.await {
@@ -616,10 +626,17 @@ impl Drop for EtcdProcess {
 }
 
 /// Creates every journal of `specs` (none may exist yet) in one Apply, which must answer OK.
-pub async fn create_journals(
-    client: &mut folio_protocol::journal_client::JournalClient<tonic::transport::Channel>,
+pub async fn create_journals<T>(
+    client: &mut folio_protocol::journal_client::JournalClient<T>,
     specs: Vec<folio_protocol::JournalSpec>,
-) {
+) where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody:
+        tonic::codegen::Body<Data = tonic::codegen::Bytes> + std::marker::Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error:
+        Into<tonic::codegen::StdError> + std::marker::Send,
+{
     let changes = specs
         .into_iter()
         .map(|spec| folio_protocol::apply_request::Change {
@@ -663,4 +680,53 @@ pub fn specs_yaml(names: &[impl AsRef<str>], fragment: &str) -> String {
                 .map(|name| format!("  - name: {}\n    fragment: {fragment}\n", name.as_ref())),
         )
         .collect()
+}
+
+/// What `curl` got: the status, the headers (lowercase names), the body.
+#[derive(Debug)]
+pub struct CurlAnswer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The headers, by lowercase name.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// Runs `curl -sS -D <headers file> args...`.
+pub fn curl(args: &[&str]) -> CurlAnswer {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let headers_file = dir.path().join("headers");
+    let out = std::process::Command::new("curl")
+        .arg("-sS")
+        .arg("--max-time")
+        .arg("30")
+        .arg("-D")
+        .arg(&headers_file)
+        .args(args)
+        .output()
+        .expect("curl is installed (scripts/test.sh installs it when missing)");
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&headers_file).expect("headers");
+    // The final answer's block (an interim `100 Continue` may come first).
+    let last = text.rfind("HTTP/").expect("a status line");
+    let mut lines = text[last..].lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    CurlAnswer {
+        status,
+        headers,
+        body: out.stdout,
+    }
 }

@@ -3,60 +3,13 @@
 //! the write head and fragment headers, `HEAD` answers the headers alone, and bad
 //! requests get specific errors and change nothing.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use folio_protocol::SpecsDocument;
-use folio_tests::{BrokerProcess, unique_name};
+use folio_tests::{BrokerProcess, CurlAnswer as Answer, curl, unique_name};
 use sha1::Digest;
-
-/// What `curl` got: the status, the headers (lowercase names), the body.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: Vec<u8>,
-}
-
-/// Runs `curl -sS -D <headers file> args...`.
-fn curl(args: &[&str]) -> Answer {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let headers_file = dir.path().join("headers");
-    let out = Command::new("curl")
-        .arg("-sS")
-        .arg("--max-time")
-        .arg("30")
-        .arg("-D")
-        .arg(&headers_file)
-        .args(args)
-        .output()
-        .expect("curl is installed (scripts/test.sh installs it when missing)");
-    assert!(
-        out.status.success(),
-        "curl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = std::fs::read_to_string(&headers_file).expect("headers");
-    // The final answer's block (an interim `100 Continue` may come first).
-    let last = text.rfind("HTTP/").expect("a status line");
-    let mut lines = text[last..].lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("a status line");
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Answer {
-        status,
-        headers,
-        body: out.stdout,
-    }
-}
 
 struct Gateway {
     broker: BrokerProcess,

@@ -2,18 +2,27 @@
 //! client trusting the broker's CA appends and reads; one trusting another CA, or
 //! speaking plain HTTP/2, is refused; with `--tls-client-auth` only clients presenting a
 //! certificate of the CA get in; the CLI takes `--tls-ca`; the HTTP gateway reaches the
-//! gRPC port over TLS.
+//! gRPC port over TLS; a 3-broker cluster with TLS and authorization on replicates and
+//! proxies with the tokens its brokers sign themselves.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use folio_protocol::auth::{Capability, Claims, Keys};
 use folio_protocol::journal_client::JournalClient;
 use folio_protocol::tls::Tls;
 use folio_protocol::{AppendRequest, ListRequest, ReadRequest, SpecsDocument, Status};
 use folio_tests::{BrokerProcess, append_messages, free_port, unique_name};
 use futures::StreamExt;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+/// A client whose calls carry a bearer token when it was given one.
+type Client = JournalClient<InterceptedService<Channel, folio_client::Bearer>>;
+
+/// The cluster's authorization key (base64).
+const AUTH_KEY: &str = "dGhlIGNsdXN0ZXIncyBzaWduaW5nIGtleSwgMzIgYnl0ZXM=";
 
 /// A CA and certificates it signed, written as PEM files under `dir`.
 struct Pki {
@@ -90,7 +99,7 @@ fn start(dir: &Path, pki: &Pki, extra: &[&str]) -> (BrokerProcess, u16, u16) {
 }
 
 /// A client of `url` with `tls`, once `List` answers (within 30 s), or the last error.
-async fn client(url: &str, tls: Option<&Tls>) -> Result<JournalClient<Channel>, String> {
+async fn client(url: &str, tls: Option<&Tls>, token: Option<&str>) -> Result<Client, String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let attempt = async {
@@ -99,7 +108,8 @@ async fn client(url: &str, tls: Option<&Tls>) -> Result<JournalClient<Channel>, 
                 .connect()
                 .await
                 .map_err(|e| format!("{e:?}"))?;
-            let mut client = JournalClient::new(channel);
+            let bearer = folio_client::Bearer::new(token).map_err(|e| e.to_string())?;
+            let mut client = JournalClient::with_interceptor(channel, bearer);
             client
                 .list(ListRequest::default())
                 .await
@@ -148,12 +158,12 @@ fn trusting(pki: &Pki, with_client_cert: bool) -> Tls {
     .expect("client TLS")
 }
 
-async fn create(client: &mut JournalClient<Channel>, journal: &str) {
+async fn create(client: &mut Client, journal: &str) {
     let yaml = folio_tests::specs_yaml(&[journal], "{ length: 1MiB }");
     folio_tests::create_journals(client, SpecsDocument::from_yaml(&yaml).expect("spec")).await;
 }
 
-async fn append_and_read(client: &mut JournalClient<Channel>, journal: &str, data: &[u8]) {
+async fn append_and_read(client: &mut Client, journal: &str, data: &[u8]) {
     let first = AppendRequest {
         journal: journal.to_owned(),
         ..Default::default()
@@ -194,21 +204,21 @@ async fn clients_that_trust_the_ca_get_in_and_others_are_refused() {
     let (_broker, port, http) = start(dir.path(), &ours, &[]);
     let url = format!("https://localhost:{port}");
 
-    let mut good = client(&url, Some(&trusting(&ours, false)))
+    let mut good = client(&url, Some(&trusting(&ours, false)), None)
         .await
         .expect("a client trusting the broker's CA");
     let journal = unique_name("tls/clicks");
     create(&mut good, &journal).await;
     append_and_read(&mut good, &journal, b"over TLS\n").await;
 
-    let err = client(&url, Some(&trusting(&theirs, false)))
+    let err = client(&url, Some(&trusting(&theirs, false)), None)
         .await
         .expect_err("a client trusting another CA");
     assert!(
         err.to_lowercase().contains("certificate"),
         "a certificate error: {err}"
     );
-    client(&format!("http://127.0.0.1:{port}"), None)
+    client(&format!("http://127.0.0.1:{port}"), None, None)
         .await
         .expect_err("plain HTTP/2 to a TLS port");
 
@@ -274,20 +284,20 @@ async fn with_client_auth_only_clients_with_a_certificate_of_the_ca_get_in() {
     let (_broker, port, http) = start(dir.path(), &ours, &["--tls-client-auth"]);
     let url = format!("https://localhost:{port}");
 
-    let mut with_cert = client(&url, Some(&trusting(&ours, true)))
+    let mut with_cert = client(&url, Some(&trusting(&ours, true)), None)
         .await
         .expect("a client with a certificate of the CA");
     let journal = unique_name("tls/mtls");
     create(&mut with_cert, &journal).await;
     append_and_read(&mut with_cert, &journal, b"mutual TLS\n").await;
 
-    client(&url, Some(&trusting(&ours, false)))
+    client(&url, Some(&trusting(&ours, false)), None)
         .await
         .expect_err("a client without a certificate");
     // A certificate of another CA, while trusting the broker's.
     let mut foreign = trusting(&ours, false);
     foreign.identity = trusting(&theirs, true).identity;
-    client(&url, Some(&foreign))
+    client(&url, Some(&foreign), None)
         .await
         .expect_err("a client with another CA's certificate");
 
@@ -296,7 +306,7 @@ async fn with_client_auth_only_clients_with_a_certificate_of_the_ca_get_in() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_three_broker_cluster_replicates_and_proxies_over_mutual_tls() {
+async fn a_three_broker_cluster_replicates_and_proxies_over_mutual_tls_with_authorization() {
     let etcd = folio_tests::etcd_endpoint().expect("etcd (scripts/test.sh starts one)");
     let dir = tempfile::tempdir().expect("dir");
     let ours = pki(dir.path(), "ours");
@@ -309,6 +319,8 @@ async fn a_three_broker_cluster_replicates_and_proxies_over_mutual_tls() {
         "--tls-ca",
         &path(&ours.ca),
         "--tls-client-auth",
+        "--auth-keys",
+        AUTH_KEY,
     ]
     .map(str::to_owned);
     let extra: Vec<&str> = tls_flags.iter().map(String::as_str).collect();
@@ -324,15 +336,32 @@ async fn a_three_broker_cluster_replicates_and_proxies_over_mutual_tls() {
     )
     .expect("start brokers");
     let tls = trusting(&ours, true);
+    // Everything but REPLICATE: replication runs on the tokens the brokers sign.
+    let capability = Capability(Capability::ALL.0 & !Capability::REPLICATE.0);
+    let selector = folio_protocol::LabelSelector::parse("prefix=tls/").expect("selector");
+    let token = Keys::parse(AUTH_KEY).expect("key").sign(&Claims::new(
+        capability,
+        selector,
+        Duration::from_secs(600),
+    ));
     let mut clients = Vec::new();
     for broker in &brokers {
         let port = broker.endpoint.rsplit(':').next().expect("port");
         clients.push(
-            client(&format!("https://localhost:{port}"), Some(&tls))
-                .await
-                .expect("a client of each broker"),
+            client(
+                &format!("https://localhost:{port}"),
+                Some(&tls),
+                Some(&token),
+            )
+            .await
+            .expect("a client of each broker"),
         );
     }
+    let port = brokers[2].endpoint.rsplit(':').next().expect("port");
+    let err = client(&format!("https://localhost:{port}"), Some(&tls), None)
+        .await
+        .expect_err("a client without a token is refused");
+    assert!(err.contains("missing authorization"), "{err}");
     let journal = unique_name("tls/replicated");
     let yaml = format!("journals:\n  - name: {journal}\n    replication: 3\n");
     folio_tests::create_journals(

@@ -65,6 +65,8 @@ pub struct Broker {
     retiring: Mutex<Vec<tokio::task::JoinHandle<usize>>>,
     /// See [`crate::BrokerConfig::single_broker`].
     single_broker: bool,
+    /// Verifies callers' tokens and signs this broker's own.
+    pub(crate) auth: crate::auth::Auth,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -81,7 +83,12 @@ impl Broker {
         mut replica_config: ReplicaConfig,
         lease_valid: watch::Receiver<Instant>,
     ) -> Self {
-        let peers = Arc::new(Peers::new(config.max_message_size, config.tls.clone()));
+        let auth = crate::auth::Auth::new(config.auth_keys.clone());
+        let peers = Arc::new(Peers::new(
+            config.max_message_size,
+            config.tls.clone(),
+            auth.clone(),
+        ));
         replica_config.connector = Arc::new(GrpcConnector {
             peers: peers.clone(),
         });
@@ -105,6 +112,7 @@ impl Broker {
             exiting: AtomicBool::new(false),
             retiring: Mutex::new(Vec::new()),
             single_broker: config.single_broker,
+            auth,
         }
     }
 
@@ -196,6 +204,14 @@ impl Broker {
     /// The broker's memory budget.
     pub(crate) fn budget(&self) -> &folio_journal::MemoryBudget {
         &self.replica_config.budget
+    }
+
+    /// The labels of `journal`'s spec (a `;suffix` is ignored), or `None` when it has no
+    /// spec (or none that decodes).
+    pub(crate) fn spec_labels(&self, journal: &str) -> Option<folio_protocol::LabelSet> {
+        let (name, _) = folio_protocol::split_meta(journal);
+        let kv = self.view.get(&self.layout.spec_key(name))?;
+        self.layout.decode_spec(&kv).ok()?.spec.labels
     }
 
     /// Whether `journal` (a `;suffix` is ignored) has a spec.

@@ -3,8 +3,9 @@
 //! `PUT /{journal}` appends the request body as one atomic append.
 //!
 //! Each request becomes a Read or Append RPC on this broker's own gRPC port, so routing
-//! and proxying to the journal's primary are exactly the gRPC path's (and so will be its
-//! authorization).
+//! and proxying to the journal's primary are exactly the gRPC path's, and so is its
+//! authorization: the request's `Authorization: Bearer` header goes along as the call's
+//! metadata.
 
 use std::net::SocketAddr;
 use std::time::{Duration, UNIX_EPOCH};
@@ -143,7 +144,7 @@ fn journal_status(status: Status) -> StatusCode {
 }
 
 /// A gRPC error of the broker, as an HTTP answer.
-fn grpc_error(status: &tonic::Status) -> Response {
+pub(crate) fn grpc_error(status: &tonic::Status) -> Response {
     use tonic::Code as C;
     let http = match status.code() {
         C::InvalidArgument | C::OutOfRange => StatusCode::BAD_REQUEST,
@@ -155,7 +156,29 @@ fn grpc_error(status: &tonic::Status) -> Response {
         C::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    text(http, format!("{:?}: {}", status.code(), status.message()))
+    let mut response = text(http, format!("{:?}: {}", status.code(), status.message()));
+    if http == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer"),
+        );
+    }
+    response
+}
+
+/// A gRPC request carrying the HTTP request's bearer token, if it had one: the broker's
+/// gRPC service authorizes it as it would a client's call.
+fn authorized<T>(headers: &HeaderMap, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(value) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| tonic::metadata::AsciiMetadataValue::try_from(v.as_bytes()).ok())
+    {
+        request
+            .metadata_mut()
+            .insert(folio_protocol::auth::AUTHORIZATION, value);
+    }
+    request
 }
 
 fn header(headers: &mut HeaderMap, name: &'static str, value: impl ToString) {
@@ -195,6 +218,7 @@ fn content_name(fragment: &Fragment) -> String {
 pub(crate) async fn read(
     State(gateway): State<Gateway>,
     method: Method,
+    headers: HeaderMap,
     Path(journal): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
@@ -212,7 +236,7 @@ pub(crate) async fn read(
         ..Default::default()
     };
     let mut client = gateway.client.clone();
-    let mut responses = match client.read(request).await {
+    let mut responses = match client.read(authorized(&headers, request)).await {
         Ok(responses) => responses.into_inner(),
         Err(status) => return grpc_error(&status),
     };
@@ -270,6 +294,7 @@ pub(crate) async fn read(
 /// body cut short appends nothing).
 pub(crate) async fn append(
     State(gateway): State<Gateway>,
+    headers: HeaderMap,
     Path(journal): Path<String>,
     RawQuery(query): RawQuery,
     body: Body,
@@ -323,7 +348,7 @@ pub(crate) async fn append(
         .chain(content)
         .chain(commit);
     let mut client = gateway.client.clone();
-    let response = match client.append(messages).await {
+    let response = match client.append(authorized(&headers, messages)).await {
         Ok(response) => response.into_inner(),
         Err(status) => return grpc_error(&status),
     };

@@ -201,8 +201,35 @@ async fn status_page() -> Html<&'static str> {
     Html(PAGE)
 }
 
-async fn status_json(State(http): State<Http>) -> Response {
+/// `/status`: with authorization on, it needs a token with `LIST` (in an
+/// `Authorization: Bearer` header, or `?token=` for the status page, which passes its own
+/// query on), and shows only the journals the token's selector covers.
+async fn status_json(
+    State(http): State<Http>,
+    headers: axum::http::HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let from_query = query.as_deref().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| format!("Bearer {v}"))
+    });
+    let from_header = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("\u{0}").to_owned());
+    let claims = match http.broker.auth.verify_header(
+        from_header.or(from_query).as_deref(),
+        folio_protocol::auth::Capability::LIST,
+    ) {
+        Ok(claims) => claims,
+        Err(status) => return crate::gateway::grpc_error(&status),
+    };
     let mut state = http.broker.state();
+    if !claims.selector.is_empty() {
+        state
+            .journals
+            .retain(|j| claims.covers(&j.name, http.broker.spec_labels(&j.name).as_ref()));
+    }
     let history = {
         let rates = http.rates.lock().unwrap_or_else(PoisonError::into_inner);
         for journal in &mut state.journals {

@@ -20,6 +20,7 @@
 //! It must not contain journal logic (that is `folio-journal`) or keyspace logic (that is
 //! `folio-coordination`); it wires them together.
 
+mod auth;
 mod broker;
 mod gateway;
 mod http;

@@ -17,6 +17,7 @@ use folio_protocol::{
 };
 use futures::{Stream, StreamExt};
 use tonic::Streaming;
+use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
 
 /// Where a request for a journal goes.
@@ -125,6 +126,7 @@ pub(crate) async fn append(
     first: AppendRequest,
     rest: Streaming<AppendRequest>,
     header: Header,
+    token: Option<AsciiMetadataValue>,
 ) -> Result<AppendResponse, tonic::Status> {
     let first = AppendRequest {
         header: Some(header),
@@ -133,7 +135,8 @@ pub(crate) async fn append(
     let rest = rest
         .take_while(|m| futures::future::ready(m.is_ok()))
         .filter_map(|m| futures::future::ready(m.ok()));
-    let upstream = futures::stream::once(async move { first }).chain(rest);
+    let mut upstream = tonic::Request::new(futures::stream::once(async move { first }).chain(rest));
+    crate::auth::attach(&mut upstream, token);
     client
         .append(upstream)
         .await
@@ -145,12 +148,14 @@ pub(crate) async fn read(
     mut client: JournalClient<Channel>,
     request: ReadRequest,
     header: Header,
+    token: Option<AsciiMetadataValue>,
 ) -> Result<impl Stream<Item = Result<ReadResponse, tonic::Status>> + Send + 'static, tonic::Status>
 {
-    let request = ReadRequest {
+    let mut request = tonic::Request::new(ReadRequest {
         header: Some(header),
         ..request
-    };
+    });
+    crate::auth::attach(&mut request, token);
     Ok(client.read(request).await?.into_inner())
 }
 
@@ -159,11 +164,13 @@ pub(crate) async fn list_fragments(
     mut client: JournalClient<Channel>,
     request: FragmentsRequest,
     header: Header,
+    token: Option<AsciiMetadataValue>,
 ) -> Result<FragmentsResponse, tonic::Status> {
-    let request = FragmentsRequest {
+    let mut request = tonic::Request::new(FragmentsRequest {
         header: Some(header),
         ..request
-    };
+    });
+    crate::auth::attach(&mut request, token);
     client
         .list_fragments(request)
         .await

@@ -26,14 +26,21 @@ pub(crate) struct Peers {
     /// For `https://` peers: the CA their certificates chain to, and this broker's own
     /// certificate (presented when peers require client certificates).
     tls: Option<folio_protocol::tls::Tls>,
+    /// Signs the tokens replication streams carry.
+    auth: crate::auth::Auth,
 }
 
 impl Peers {
-    pub(crate) fn new(max_message_size: usize, tls: Option<folio_protocol::tls::Tls>) -> Self {
+    pub(crate) fn new(
+        max_message_size: usize,
+        tls: Option<folio_protocol::tls::Tls>,
+        auth: crate::auth::Auth,
+    ) -> Self {
         Self {
             clients: Mutex::new(HashMap::new()),
             max_message_size,
             tls,
+            auth,
         }
     }
 
@@ -77,6 +84,7 @@ impl Connector for GrpcConnector {
             .filter(|e| !e.is_empty())
             .ok_or_else(|| format!("member {member} of {journal}'s route has no endpoint"))?;
         let mut client = self.peers.client(endpoint)?;
+        let token = self.peers.auth.replication(journal);
         let (requests, outgoing) = mpsc::channel(PEER_QUEUE);
         let (responses_tx, responses) = mpsc::channel(PEER_QUEUE);
         // The call resolves once the peer answers the stream's headers, which it does
@@ -86,10 +94,9 @@ impl Connector for GrpcConnector {
         let span = tracing::info_span!("replicate_to_peer", journal = %journal, peer = %endpoint);
         tokio::spawn(tracing::Instrument::instrument(
             async move {
-                let call = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    client.replicate(ReceiverStream::new(outgoing)),
-                );
+                let mut request = tonic::Request::new(ReceiverStream::new(outgoing));
+                crate::auth::attach(&mut request, token);
+                let call = tokio::time::timeout(Duration::from_secs(10), client.replicate(request));
                 let mut incoming = match call.await {
                     Ok(Ok(response)) => response.into_inner(),
                     Ok(Err(status)) => {

@@ -72,6 +72,9 @@ pub struct BrokerConfig {
     /// `https://`); its CA verifies peers (and clients, when required); the identity is
     /// presented to peers.
     pub tls: Option<folio_protocol::tls::Tls>,
+    /// Authorization: with keys, every RPC needs a bearer token they verify
+    /// (docs/security.md); `None`: nothing is checked.
+    pub auth_keys: Option<folio_protocol::auth::Keys>,
 }
 
 impl Default for BrokerConfig {
@@ -93,6 +96,7 @@ impl Default for BrokerConfig {
             single_broker: false,
             http_listen: None,
             tls: None,
+            auth_keys: None,
         }
     }
 }
@@ -126,6 +130,40 @@ pub enum ServeError {
     Unpersisted(usize),
 }
 
+/// Warns when a port is reachable beyond this machine while anyone who reaches it may
+/// read, append, apply and delete every journal (no keys), or sees traffic in the clear.
+fn warn_if_open(
+    grpc: std::net::SocketAddr,
+    http: Option<std::net::SocketAddr>,
+    auth: bool,
+    tls: bool,
+) {
+    let open: Vec<String> = [Some(grpc), http]
+        .into_iter()
+        .flatten()
+        .filter(|a| !a.ip().is_loopback())
+        .map(|a| a.to_string())
+        .collect();
+    if open.is_empty() {
+        return;
+    }
+    if !auth {
+        tracing::warn!(
+            listening = %open.join(", "),
+            "authorization is off (no --auth-keys) and the broker listens beyond loopback: \
+             anyone who reaches it can read, append, apply and delete every journal \
+             (docs/security.md)"
+        );
+    }
+    if !tls {
+        tracing::warn!(
+            listening = %open.join(", "),
+            "TLS is off and the broker listens beyond loopback: content and tokens cross \
+             the network in the clear (docs/security.md)"
+        );
+    }
+}
+
 /// Serves the broker on `listener` until `shutdown` resolves, then stops taking appends,
 /// persists every spool, drains RPCs and leaves the cluster.
 pub async fn serve(
@@ -149,6 +187,12 @@ pub async fn serve(
         None => None,
     };
     let serves_tls = config.tls.as_ref().is_some_and(|t| t.identity.is_some());
+    warn_if_open(
+        local,
+        config.http_listen,
+        config.auth_keys.is_some(),
+        serves_tls,
+    );
     let endpoint = if config.endpoint.is_empty() {
         let scheme = if serves_tls { "https" } else { "http" };
         format!("{scheme}://{local}")

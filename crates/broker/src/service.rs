@@ -8,6 +8,7 @@ use folio_coordination::keyspace::{Compare, Op, Txn};
 use folio_fragment_store::health::{check_health, known_store, open_off_runtime};
 use folio_fragment_store::sign::signed_url;
 use folio_journal::{AppendChunk, AppendParams, ReadEvent, ReadParams};
+use folio_protocol::auth::{Capability, Claims};
 use folio_protocol::journal_server::Journal;
 use folio_protocol::spec::duration_of;
 use folio_protocol::{
@@ -121,13 +122,35 @@ impl JournalService {
         })
     }
 
-    fn list_snapshot(&self, selector: &folio_protocol::LabelSelector) -> ListResponse {
+    /// Verifies the caller's token grants `required` over `journal`. A journal the token
+    /// cannot see is refused the same way whether or not it exists.
+    fn authorize_journal(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        required: Capability,
+        journal: &str,
+    ) -> Result<Claims, tonic::Status> {
+        let claims = self.broker.auth.verify(metadata, required)?;
+        if !claims.selector.is_empty() {
+            let labels = self.broker.spec_labels(journal);
+            let (name, _) = folio_protocol::split_meta(journal);
+            claims.check_covers(name, labels.as_ref())?;
+        }
+        Ok(claims)
+    }
+
+    fn list_snapshot(
+        &self,
+        selector: &folio_protocol::LabelSelector,
+        claims: &Claims,
+    ) -> ListResponse {
         let routes = self.broker.routes();
         let journals =
             self.broker
                 .specs()
                 .into_iter()
                 .filter(|e| selector.matches_journal(&e.spec.name, e.spec.labels.as_ref()))
+                .filter(|e| claims.covers(&e.spec.name, e.spec.labels.as_ref()))
                 .map(|e| list_response::Journal {
                     route: Some(routes.get(&e.spec.name).cloned().unwrap_or(
                         folio_protocol::Route {
@@ -305,13 +328,17 @@ impl Journal for JournalService {
         &self,
         request: Request<ListRequest>,
     ) -> Result<Response<Self::ListStream>, tonic::Status> {
+        let claims = self
+            .broker
+            .auth
+            .verify(request.metadata(), Capability::LIST)?;
         let request = request.into_inner();
         let selector = request.selector.unwrap_or_default();
         selector
             .validate()
             .map_err(|e| invalid_field(e.within("selector")))?;
         if !request.watch {
-            let snapshot = self.list_snapshot(&selector);
+            let snapshot = self.list_snapshot(&selector, &claims);
             return Ok(Response::new(Box::pin(futures::stream::once(async move {
                 Ok(snapshot)
             }))));
@@ -328,17 +355,24 @@ impl Journal for JournalService {
             async move {
                 let mut revisions = service.broker.view.subscribe();
                 let mut last = resume;
+                // The watch ends when its token does.
+                let expires = crate::auth::expiry(&claims);
                 loop {
                     let revision = *revisions.borrow_and_update();
                     if revision > last {
                         last = revision;
-                        if tx.send(Ok(service.list_snapshot(&selector))).await.is_err() {
+                        let snapshot = service.list_snapshot(&selector, &claims);
+                        if tx.send(Ok(snapshot)).await.is_err() {
                             return;
                         }
                     }
                     tokio::select! {
                         changed = revisions.changed() => if changed.is_err() { return },
                         () = tx.closed() => return,
+                        () = crate::auth::until(expires) => {
+                            let _ = tx.send(Err(crate::auth::expired())).await;
+                            return;
+                        }
                     }
                 }
             },
@@ -351,6 +385,10 @@ impl Journal for JournalService {
         &self,
         request: Request<ApplyRequest>,
     ) -> Result<Response<ApplyResponse>, tonic::Status> {
+        let claims = self
+            .broker
+            .auth
+            .verify(request.metadata(), Capability::APPLY)?;
         let request = request.into_inner();
         if request.changes.is_empty() {
             return Err(invalid(
@@ -389,6 +427,15 @@ impl Journal for JournalService {
                 }
                 _ => return Err(invalid(&field, "must have exactly one of upsert or delete")),
             };
+            // The token must cover the journal as it is now (if it exists) and as the
+            // change leaves it.
+            if !claims.selector.is_empty() {
+                let current = self.broker.spec_labels(&name);
+                claims.check_covers(&name, current.as_ref())?;
+                if let Some(spec) = &change.upsert {
+                    claims.check_covers(&name, spec.labels.as_ref())?;
+                }
+            }
             if !names.insert(name.clone()) {
                 return Err(invalid(
                     &field,
@@ -427,8 +474,10 @@ impl Journal for JournalService {
         &self,
         request: Request<ReadRequest>,
     ) -> Result<Response<Self::ReadStream>, tonic::Status> {
+        let metadata = request.metadata().clone();
         let request = request.into_inner();
         check_journal(&request.journal)?;
+        let claims = self.authorize_journal(&metadata, Capability::READ, &request.journal)?;
         if request.offset < -1 {
             return Err(invalid(
                 "offset",
@@ -457,7 +506,8 @@ impl Journal for JournalService {
             Routed::Local(replica, header) => (replica, header),
             Routed::Peer(client, header) => {
                 metrics::counter!(crate::metrics::PROXIED, "kind" => "read").increment(1);
-                let responses = proxy::read(client, request, header).await?;
+                let token = self.broker.auth.forward(&claims, Capability::READ);
+                let responses = proxy::read(client, request, header, token).await?;
                 return Ok(Response::new(Box::pin(responses)));
             }
             Routed::Answer(status, header) => {
@@ -481,10 +531,20 @@ impl Journal for JournalService {
             end_offset: request.end_offset,
         });
         let (tx, rx) = mpsc::channel(8);
+        // The read ends when its token does.
+        let expires = crate::auth::expiry(&claims);
         tokio::spawn(tracing::Instrument::instrument(
             async move {
                 let mut header = header;
-                while let Some(event) = events.recv().await {
+                loop {
+                    let event = tokio::select! {
+                        event = events.recv() => event,
+                        () = crate::auth::until(expires) => {
+                            let _ = tx.send(Err(crate::auth::expired())).await;
+                            return;
+                        }
+                    };
+                    let Some(event) = event else { break };
                     let response = match event {
                         Ok(ReadEvent::Metadata {
                             offset,
@@ -540,6 +600,7 @@ impl Journal for JournalService {
         &self,
         request: Request<Streaming<AppendRequest>>,
     ) -> Result<Response<AppendResponse>, tonic::Status> {
+        let metadata = request.metadata().clone();
         let mut stream = request.into_inner();
         let first = stream
             .message()
@@ -548,6 +609,7 @@ impl Journal for JournalService {
             .ok_or_else(|| invalid("append", "the stream ended before its first message"))?;
         let started = std::time::Instant::now();
         check_journal(&first.journal)?;
+        let claims = self.authorize_journal(&metadata, Capability::APPEND, &first.journal)?;
         if first.offset < 0 {
             return Err(invalid(
                 "offset",
@@ -586,7 +648,8 @@ impl Journal for JournalService {
             Routed::Local(replica, header) => (replica, header),
             Routed::Peer(client, header) => {
                 metrics::counter!(crate::metrics::PROXIED, "kind" => "append").increment(1);
-                let response = proxy::append(client, first, stream, header).await?;
+                let token = self.broker.auth.forward(&claims, Capability::APPEND);
+                let response = proxy::append(client, first, stream, header, token).await?;
                 return Ok(Response::new(response));
             }
             Routed::Answer(status, header) => {
@@ -621,6 +684,7 @@ impl Journal for JournalService {
         &self,
         request: Request<Streaming<ReplicateRequest>>,
     ) -> Result<Response<Self::ReplicateStream>, tonic::Status> {
+        let metadata = request.metadata().clone();
         let mut stream = request.into_inner();
         let first = stream
             .message()
@@ -633,6 +697,7 @@ impl Journal for JournalService {
             ));
         };
         check_journal(&proposal.journal)?;
+        self.authorize_journal(&metadata, Capability::REPLICATE, &proposal.journal)?;
         // The primary decided from this revision: answer from at least the same view.
         self.wait_revision(header.etcd.as_ref().map_or(0, |e| e.revision))
             .await?;
@@ -675,8 +740,10 @@ impl Journal for JournalService {
         &self,
         request: Request<FragmentsRequest>,
     ) -> Result<Response<FragmentsResponse>, tonic::Status> {
+        let metadata = request.metadata().clone();
         let request = request.into_inner();
         check_journal(&request.journal)?;
+        let claims = self.authorize_journal(&metadata, Capability::READ, &request.journal)?;
         if request.page_limit < 0 {
             return Err(invalid(
                 "page_limit",
@@ -711,8 +778,9 @@ impl Journal for JournalService {
         let (replica, header) = match routed {
             Routed::Local(replica, header) => (replica, header),
             Routed::Peer(client, header) => {
+                let token = self.broker.auth.forward(&claims, Capability::READ);
                 return Ok(Response::new(
-                    proxy::list_fragments(client, request, header).await?,
+                    proxy::list_fragments(client, request, header, token).await?,
                 ));
             }
             Routed::Answer(status, header) => {
@@ -779,6 +847,10 @@ impl Journal for JournalService {
         &self,
         request: Request<FragmentStoreHealthRequest>,
     ) -> Result<Response<FragmentStoreHealthResponse>, tonic::Status> {
+        // A probe writes and deletes objects in the store: an operator's action.
+        self.broker
+            .auth
+            .verify(request.metadata(), Capability::APPLY)?;
         let request = request.into_inner();
         // A probe writes objects with the broker's credentials: only stores the broker is
         // configured with may be probed, and the configured URL is the one opened.

@@ -4,6 +4,7 @@ mod bench;
 mod journals;
 mod serve;
 mod shards;
+mod token;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -27,6 +28,8 @@ enum Command {
     Journals(journals::JournalsArgs),
     /// Work with consumer shards through a consumer process: specs, state, reassignment.
     Shards(shards::ShardsArgs),
+    /// Mint bearer tokens for brokers that require them (--auth-keys).
+    Token(token::TokenArgs),
     /// Measure performance against baselines run in the same invocation.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -108,6 +111,7 @@ fn run(cli: Cli) -> Result<()> {
             init_logging("error");
             journals::run(args)
         }
+        Command::Token(args) => token::run(args),
         Command::Shards(args) => {
             init_logging("error");
             shards::run(args)

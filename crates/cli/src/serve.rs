@@ -92,6 +92,20 @@ pub struct ServeArgs {
     /// Refuse clients without a certificate signed by --tls-ca.
     #[arg(long, env = "FOLIO_TLS_CLIENT_AUTH")]
     pub tls_client_auth: bool,
+    /// Authorization keys: base64 secrets separated by commas or spaces; the first signs
+    /// tokens, every one verifies them, and AA== also admits requests without a token.
+    /// With keys, every RPC needs a bearer token (`folio token create`). Prefer the
+    /// environment variable or --auth-keys-file: flags show in process listings.
+    #[arg(
+        long,
+        env = "FOLIO_AUTH_KEYS",
+        hide_env_values = true,
+        conflicts_with = "auth_keys_file"
+    )]
+    pub auth_keys: Option<String>,
+    /// A file holding the authorization keys (as --auth-keys), such as a mounted secret.
+    #[arg(long, env = "FOLIO_AUTH_KEYS_FILE")]
+    pub auth_keys_file: Option<PathBuf>,
     /// Log lines as `text` (for people) or `json` (one object per line, for collectors).
     #[arg(long, value_enum, default_value = "text", env = "FOLIO_LOG_FORMAT")]
     pub log_format: LogFormat,
@@ -141,6 +155,26 @@ struct Checked {
     suffix: String,
     http_listen: Option<std::net::SocketAddr>,
     tls: Option<folio_protocol::tls::Tls>,
+    auth_keys: Option<folio_protocol::auth::Keys>,
+}
+
+/// The authorization keys of `--auth-keys` or `--auth-keys-file`, if either is set.
+pub fn auth_keys(
+    keys: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<Option<folio_protocol::auth::Keys>> {
+    let (flag, text) = match (keys, file) {
+        (Some(text), _) => ("--auth-keys", text.to_owned()),
+        (None, Some(path)) => (
+            "--auth-keys-file",
+            std::fs::read_to_string(path)
+                .with_context(|| format!("--auth-keys-file: reading {}", path.display()))?,
+        ),
+        (None, None) => return Ok(None),
+    };
+    folio_protocol::auth::Keys::parse(&text)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("{flag}: {e}"))
 }
 
 /// Checks every setting without side effects; errors name the flag and the value.
@@ -228,6 +262,7 @@ fn check(args: &ServeArgs) -> Result<Checked> {
     {
         bail!("--endpoint: {endpoint:?} must be https:// when the broker serves TLS (--tls-cert)");
     }
+    let auth_keys = auth_keys(args.auth_keys.as_deref(), args.auth_keys_file.as_deref())?;
     Ok(Checked {
         budget,
         max_message,
@@ -235,6 +270,7 @@ fn check(args: &ServeArgs) -> Result<Checked> {
         suffix,
         http_listen,
         tls,
+        auth_keys,
     })
 }
 
@@ -270,7 +306,7 @@ pub fn check_config(args: &ServeArgs) -> Result<()> {
     println!(
         "configuration OK: listen {}, {mode}, prefix {}, member {}#{}, store {store}, \
          memory budget {} bytes, max message {} bytes, lease TTL {}, shutdown grace {}, \
-         HTTP port {}, TLS {}",
+         HTTP port {}, TLS {}, authorization {}",
         args.listen,
         args.prefix,
         args.zone,
@@ -287,6 +323,14 @@ pub fn check_config(args: &ServeArgs) -> Result<()> {
             Some(t) if t.identity.is_none() => "off (a CA for peers only)",
             Some(t) if t.require_client_certs => "on, client certificates required",
             Some(_) => "on",
+        },
+        match &checked.auth_keys {
+            None => "off".to_owned(),
+            Some(keys) if keys.allows_missing() => format!(
+                "on ({} keys; requests without a token admitted)",
+                keys.count()
+            ),
+            Some(keys) => format!("on ({} keys)", keys.count()),
         }
     );
     Ok(())
@@ -301,6 +345,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         suffix,
         http_listen,
         tls,
+        auth_keys,
     } = check(&args)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
@@ -356,6 +401,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         single_broker: args.etcd.is_empty(),
         http_listen,
         tls,
+        auth_keys,
     };
     let mode = if args.etcd.is_empty() {
         format!("embedded keyspace in {}", data_dir.display())

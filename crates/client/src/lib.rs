@@ -72,7 +72,7 @@ pub mod sequencer;
 
 pub use append::{AppendOptions, Appended, Appender};
 pub use bucket::{BucketReadOptions, BucketReader, GapPolicy};
-pub use connect::{Client, connect_lazy, connect_lazy_tls};
+pub use connect::{Bearer, Client, ConnectOptions, connect, connect_lazy};
 pub use error::{Error, Result, is_retryable_status};
 pub use folio_fragment_store::FragmentStore;
 pub use folio_protocol::{Fragment, LabelSelector, LabelSet, PathPostfixTemplate, Status};

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use folio_protocol::{Header, Route};
 
-use crate::connect::{Client, connect_lazy_tls};
+use crate::connect::{Client, ConnectOptions, connect};
 
 /// Journals whose route a cache holds at most; past it, an arbitrary one is forgotten.
 pub const ROUTE_CACHE_CAPACITY: usize = 10_000;
@@ -30,8 +30,8 @@ pub struct RouteCache {
     inner: Arc<Mutex<Inner>>,
     /// The client's zone: reads prefer a route member there.
     zone: Option<String>,
-    /// TLS for `https://` route endpoints (the CA, and a client certificate).
-    tls: Option<Arc<folio_protocol::tls::Tls>>,
+    /// How route endpoints are dialled (TLS, bearer token).
+    options: ConnectOptions,
 }
 
 #[derive(Debug, Default)]
@@ -57,11 +57,11 @@ impl RouteCache {
         }
     }
 
-    /// Dials `https://` route endpoints with `tls` (trusting its CA, presenting its
-    /// certificate) instead of the system's roots.
+    /// Dials route endpoints with `options`: TLS for `https://` ones (trusting its CA,
+    /// presenting its certificate) and the bearer token, as the default client does.
     #[must_use]
-    pub fn with_tls(mut self, tls: folio_protocol::tls::Tls) -> Self {
-        self.tls = Some(Arc::new(tls));
+    pub fn with_options(mut self, options: ConnectOptions) -> Self {
+        self.options = options;
         self
     }
 
@@ -103,7 +103,7 @@ impl RouteCache {
         if let Some(client) = inner.clients.get(&endpoint) {
             return Some((endpoint, client.clone()));
         }
-        match connect_lazy_tls(&endpoint, self.tls.as_deref()) {
+        match connect(&endpoint, &self.options) {
             Ok(client) => {
                 inner.clients.insert(endpoint.clone(), client.clone());
                 Some((endpoint, client))

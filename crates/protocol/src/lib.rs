@@ -15,7 +15,8 @@
 //! - the YAML and JSON forms of specs that operators write ([`spec_doc`]);
 //! - shard spec validation ([`shard_spec`]) and the YAML and JSON forms of shard specs
 //!   ([`shard_doc`]);
-//! - fragment path-postfix templates ([`path_postfix`]).
+//! - fragment path-postfix templates ([`path_postfix`]);
+//! - bearer tokens: capabilities, claims, signing and verification ([`auth`]).
 //!
 //! It does no I/O and must not know about brokers, stores, etcd or the network: it is
 //! plain data and pure functions, so every other crate can depend on it.
@@ -25,6 +26,7 @@
 //! - `journal_name.rs`, `label.rs`, `selector.rs`, `spec.rs`, `spec_doc.rs`, `path_postfix.rs`.
 //! - [`proto`]: the generated code; its types are re-exported at the crate root.
 
+pub mod auth;
 pub mod fragment;
 pub mod journal_name;
 pub mod label;

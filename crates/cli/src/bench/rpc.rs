@@ -10,10 +10,11 @@ use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
 use folio_protocol::journal_client::JournalClient;
 use folio_protocol::{AppendRequest, Fragment, Status};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
-/// A Journal-service client on one HTTP/2 connection.
-pub type Client = JournalClient<Channel>;
+/// A Journal-service client on one HTTP/2 connection (the client crate's type, carrying
+/// no token).
+pub type Client = folio_client::Client;
 
 /// HTTP/2 stream window: small-message streams stall near 1.6 GB/s with the defaults.
 pub const STREAM_WINDOW: u32 = 8 << 20;
@@ -36,9 +37,11 @@ pub async fn connect(endpoint: &str) -> Result<Client> {
         .connect()
         .await
         .with_context(|| format!("connecting to {endpoint}"))?;
-    Ok(JournalClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE))
+    Ok(
+        JournalClient::with_interceptor(channel, folio_client::Bearer::default())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    )
 }
 
 /// The messages of one append of `content` to `journal`: parameters, content in chunks

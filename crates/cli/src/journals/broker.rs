@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::error::Error as _;
 
 use anyhow::{Result, anyhow, bail};
-use folio_client::{Appender, Client, ReadOptions, Reader, RetryPolicy, connect_lazy_tls};
+use folio_client::{Appender, Client, ConnectOptions, ReadOptions, Reader, RetryPolicy};
 use folio_protocol::{
     ApplyRequest, FragmentStoreHealthRequest, LabelSelector, LabelSet, ListRequest, Status,
     apply_request, list_response,
@@ -26,9 +26,9 @@ pub struct Broker {
 impl Broker {
     /// A lazily connected client of `url` (`http://host:port`; a bare `host:port` is
     /// taken as http).
-    pub fn connect(url: &str, tls: Option<&folio_protocol::tls::Tls>) -> Result<Self> {
+    pub fn connect(url: &str, options: &ConnectOptions) -> Result<Self> {
         let url = with_scheme(url);
-        let client = connect_lazy_tls(&url, tls).map_err(|e| anyhow!("--broker: {e}"))?;
+        let client = folio_client::connect(&url, options).map_err(|e| anyhow!("--broker: {e}"))?;
         Ok(Self {
             client,
             url,
@@ -313,7 +313,7 @@ mod tests {
 
     #[tokio::test]
     async fn refusals_carry_the_message_and_the_code() {
-        let broker = Broker::connect("127.0.0.1:1", None).expect("lazy");
+        let broker = Broker::connect("127.0.0.1:1", &ConnectOptions::default()).expect("lazy");
         assert_eq!(broker.url, "http://127.0.0.1:1");
         let text = broker.status_text(&tonic::Status::invalid_argument("selector: bad"));
         assert_eq!(text, "selector: bad (invalid argument)");

@@ -69,6 +69,9 @@ pub struct JournalsArgs {
     /// The client certificate's private key (PEM).
     #[arg(long, global = true, env = "FOLIO_TLS_KEY")]
     tls_key: Option<std::path::PathBuf>,
+    /// Bearer token for brokers that require one (`folio token create`).
+    #[arg(long, global = true, env = "FOLIO_AUTH_TOKEN", hide_env_values = true)]
+    auth_token: Option<String>,
     #[command(subcommand)]
     command: JournalsCommand,
 }
@@ -113,7 +116,11 @@ pub fn run(args: JournalsArgs) -> Result<()> {
             args.tls_ca.as_deref(),
             false,
         )?;
-        let broker = Broker::connect(&args.broker, Some(&tls))?
+        let options = folio_client::ConnectOptions {
+            tls: Some(std::sync::Arc::new(tls)),
+            auth_token: args.auth_token,
+        };
+        let broker = Broker::connect(&args.broker, &options)?
             .with_retry(RetryPolicy::retry_for(args.retry_for));
         match args.command {
             // Answered above, without a runtime or a broker.
