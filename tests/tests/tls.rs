@@ -128,8 +128,10 @@ async fn client(url: &str, tls: Option<&Tls>, token: Option<&str>) -> Result<Cli
     }
 }
 
-/// PUTs a line to `journal` through the HTTP gateway on port `http`: the HTTP status.
-fn put_through_gateway(http: u16, journal: &str) -> String {
+/// PUTs a line to `journal` through the HTTP gateway on port `http`, which speaks TLS
+/// with the broker's certificate: the HTTP status. `extra` curl flags come first (a
+/// client certificate, say).
+fn put_through_gateway(http: u16, journal: &str, pki: &Pki, extra: &[&str]) -> String {
     let put = Command::new("curl")
         .args([
             "-sS",
@@ -140,9 +142,12 @@ fn put_through_gateway(http: u16, journal: &str) -> String {
             "-w",
             "%{http_code}",
         ])
+        .args(extra)
+        .arg("--cacert")
+        .arg(&pki.ca)
         .args(["-X", "PUT"])
         .args(["--data-binary", "via the gateway\n"])
-        .arg(format!("http://127.0.0.1:{http}/{journal}"))
+        .arg(format!("https://localhost:{http}/{journal}"))
         .output()
         .expect("curl");
     String::from_utf8_lossy(&put.stdout).into_owned()
@@ -271,9 +276,27 @@ async fn clients_that_trust_the_ca_get_in_and_others_are_refused() {
         String::from_utf8_lossy(&checked.stderr)
     );
 
-    // The HTTP gateway reaches the TLS gRPC port (its certificate names 127.0.0.1, the
-    // advertised endpoint's host).
-    assert_eq!(put_through_gateway(http, &journal), "204");
+    // The HTTP port speaks TLS with the broker's certificate, and its gateway reaches
+    // the TLS gRPC port (the certificate names 127.0.0.1, the advertised endpoint's host).
+    assert_eq!(put_through_gateway(http, &journal, &ours, &[]), "204");
+    let plain = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(format!("http://127.0.0.1:{http}/status"))
+        .output()
+        .expect("curl");
+    assert_ne!(
+        String::from_utf8_lossy(&plain.stdout),
+        "200",
+        "plain HTTP to the TLS HTTP port must not be answered"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,8 +324,18 @@ async fn with_client_auth_only_clients_with_a_certificate_of_the_ca_get_in() {
         .await
         .expect_err("a client with another CA's certificate");
 
-    // The gateway presents the broker's own certificate.
-    assert_eq!(put_through_gateway(http, &journal), "204");
+    // The HTTP port requires a client certificate as well; its gateway presents the
+    // broker's own to the gRPC port.
+    let (cert, key) = (path(&ours.client_cert), path(&ours.client_key));
+    assert_eq!(
+        put_through_gateway(http, &journal, &ours, &["--cert", &cert, "--key", &key]),
+        "204"
+    );
+    assert_eq!(
+        put_through_gateway(http, &journal, &ours, &[]),
+        "000",
+        "a client without a certificate is refused at the handshake"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,6 +67,8 @@ pub struct Broker {
     single_broker: bool,
     /// Verifies callers' tokens and signs this broker's own.
     pub(crate) auth: crate::auth::Auth,
+    /// Open streams against the broker's limits.
+    pub(crate) gate: Arc<crate::limits::Gate>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -113,6 +115,7 @@ impl Broker {
             retiring: Mutex::new(Vec::new()),
             single_broker: config.single_broker,
             auth,
+            gate: crate::limits::Gate::new(config.limits),
         }
     }
 

@@ -136,6 +136,7 @@ pub(crate) async fn serve(
     broker: Arc<Broker>,
     metrics: PrometheusHandle,
     gateway: Gateway,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let rates = Arc::new(Mutex::new(Rates::default()));
@@ -167,9 +168,20 @@ pub(crate) async fn serve(
             gateway,
         });
     let stopped = shutdown.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stopped.cancelled().await })
-        .await;
+    let stopping = async move { stopped.cancelled().await };
+    let served = match tls {
+        Some(config) => {
+            let listener = crate::http_tls::TlsListener::new(listener, config)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopping)
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopping)
+                .await
+        }
+    };
     shutdown.cancel();
     let _ = sampler.await;
     served

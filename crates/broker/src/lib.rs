@@ -24,6 +24,8 @@ mod auth;
 mod broker;
 mod gateway;
 mod http;
+mod http_tls;
+mod limits;
 pub mod metrics;
 mod proxy;
 mod replication;
@@ -34,6 +36,7 @@ mod status;
 
 pub use broker::Broker;
 pub use folio_journal::MinAppendRate;
+pub use limits::Limits;
 pub use serve::{BrokerConfig, DEFAULT_JOURNAL_LIMIT, ServeError, serve};
 pub use service::JournalService;
 pub use snapshot::{BrokerState, JournalState, MemberState, ProgressState, StoreState};

@@ -75,6 +75,8 @@ pub struct BrokerConfig {
     /// Authorization: with keys, every RPC needs a bearer token they verify
     /// (docs/security.md); `None`: nothing is checked.
     pub auth_keys: Option<folio_protocol::auth::Keys>,
+    /// How many streams, watches and reads may be open at once.
+    pub limits: crate::Limits,
 }
 
 impl Default for BrokerConfig {
@@ -97,6 +99,7 @@ impl Default for BrokerConfig {
             http_listen: None,
             tls: None,
             auth_keys: None,
+            limits: crate::Limits::default(),
         }
     }
 }
@@ -217,7 +220,17 @@ pub async fn serve(
                 addr: listener.local_addr().unwrap_or(local),
                 reason,
             })?;
-            Some((listener, metrics, gateway))
+            // With a certificate, the HTTP port speaks TLS too (tokens cross it).
+            let tls = config
+                .tls
+                .as_ref()
+                .and_then(|t| t.rustls_server_config(&[b"http/1.1"]))
+                .transpose()
+                .map_err(|e| ServeError::Http {
+                    addr: listener.local_addr().unwrap_or(local),
+                    reason: e.to_string(),
+                })?;
+            Some((listener, metrics, gateway, tls))
         }
         None => None,
     };
@@ -270,13 +283,14 @@ pub async fn serve(
             .run_resolver(cancel.clone())
             .instrument(tracing::info_span!("resolver")),
     );
-    let http_task = http.map(|(listener, metrics, gateway)| {
+    let http_task = http.map(|(listener, metrics, gateway, tls)| {
         tokio::spawn(
             crate::http::serve(
                 listener,
                 broker.clone(),
                 metrics,
                 gateway,
+                tls,
                 cancel.child_token(),
             )
             .instrument(tracing::info_span!("http")),
@@ -364,6 +378,9 @@ pub async fn serve(
     };
     let server = builder
         .layer(crate::metrics::GrpcMetricsLayer)
+        // h2 refuses streams a little past the per-connection limit, so that a client
+        // over it gets the limit's RESOURCE_EXHAUSTED, not a queue.
+        .max_concurrent_streams(u32::try_from(config.limits.streams_per_connection + 64).ok())
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(16 << 20)
         .add_service(health_service)

@@ -24,6 +24,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Streaming};
 
 use crate::broker::Broker;
+use crate::limits::Call;
 use crate::proxy::{self, Purpose, Routed, Target};
 use crate::status::{Outcome, invalid, invalid_field, journal_outcome, oversize_status};
 
@@ -332,6 +333,12 @@ impl Journal for JournalService {
             .broker
             .auth
             .verify(request.metadata(), Capability::LIST)?;
+        let call = if request.get_ref().watch {
+            Call::Watch
+        } else {
+            Call::Other
+        };
+        let permit = self.broker.gate.admit(call, request.remote_addr())?;
         let request = request.into_inner();
         let selector = request.selector.unwrap_or_default();
         selector
@@ -353,6 +360,7 @@ impl Journal for JournalService {
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(tracing::Instrument::instrument(
             async move {
+                let _permit = permit;
                 let mut revisions = service.broker.view.subscribe();
                 let mut last = resume;
                 // The watch ends when its token does.
@@ -389,6 +397,7 @@ impl Journal for JournalService {
             .broker
             .auth
             .verify(request.metadata(), Capability::APPLY)?;
+        let _permit = self.broker.gate.admit(Call::Other, request.remote_addr())?;
         let request = request.into_inner();
         if request.changes.is_empty() {
             return Err(invalid(
@@ -475,9 +484,12 @@ impl Journal for JournalService {
         request: Request<ReadRequest>,
     ) -> Result<Response<Self::ReadStream>, tonic::Status> {
         let metadata = request.metadata().clone();
+        let remote = request.remote_addr();
         let request = request.into_inner();
         check_journal(&request.journal)?;
         let claims = self.authorize_journal(&metadata, Capability::READ, &request.journal)?;
+        let connection = remote.filter(|_| request.header.is_none());
+        let permit = self.broker.gate.admit(Call::Read, connection)?;
         if request.offset < -1 {
             return Err(invalid(
                 "offset",
@@ -508,6 +520,11 @@ impl Journal for JournalService {
                 metrics::counter!(crate::metrics::PROXIED, "kind" => "read").increment(1);
                 let token = self.broker.auth.forward(&claims, Capability::READ);
                 let responses = proxy::read(client, request, header, token).await?;
+                // The relayed read holds its place under the limits while it is open.
+                let responses = responses.map(move |r| {
+                    let _held = &permit;
+                    r
+                });
                 return Ok(Response::new(Box::pin(responses)));
             }
             Routed::Answer(status, header) => {
@@ -535,10 +552,14 @@ impl Journal for JournalService {
         let expires = crate::auth::expiry(&claims);
         tokio::spawn(tracing::Instrument::instrument(
             async move {
+                let _permit = permit;
                 let mut header = header;
                 loop {
                     let event = tokio::select! {
                         event = events.recv() => event,
+                        // The client went away: a blocking read waiting for content must
+                        // not hold its place (and its limits permit) until the next append.
+                        () = tx.closed() => return,
                         () = crate::auth::until(expires) => {
                             let _ = tx.send(Err(crate::auth::expired())).await;
                             return;
@@ -601,6 +622,7 @@ impl Journal for JournalService {
         request: Request<Streaming<AppendRequest>>,
     ) -> Result<Response<AppendResponse>, tonic::Status> {
         let metadata = request.metadata().clone();
+        let remote = request.remote_addr();
         let mut stream = request.into_inner();
         let first = stream
             .message()
@@ -610,6 +632,8 @@ impl Journal for JournalService {
         let started = std::time::Instant::now();
         check_journal(&first.journal)?;
         let claims = self.authorize_journal(&metadata, Capability::APPEND, &first.journal)?;
+        let connection = remote.filter(|_| first.header.is_none());
+        let _permit = self.broker.gate.admit(Call::Other, connection)?;
         if first.offset < 0 {
             return Err(invalid(
                 "offset",
@@ -741,9 +765,12 @@ impl Journal for JournalService {
         request: Request<FragmentsRequest>,
     ) -> Result<Response<FragmentsResponse>, tonic::Status> {
         let metadata = request.metadata().clone();
+        let remote = request.remote_addr();
         let request = request.into_inner();
         check_journal(&request.journal)?;
         let claims = self.authorize_journal(&metadata, Capability::READ, &request.journal)?;
+        let connection = remote.filter(|_| request.header.is_none());
+        let _permit = self.broker.gate.admit(Call::Other, connection)?;
         if request.page_limit < 0 {
             return Err(invalid(
                 "page_limit",
@@ -851,6 +878,7 @@ impl Journal for JournalService {
         self.broker
             .auth
             .verify(request.metadata(), Capability::APPLY)?;
+        let _permit = self.broker.gate.admit(Call::Other, request.remote_addr())?;
         let request = request.into_inner();
         // A probe writes objects with the broker's credentials: only stores the broker is
         // configured with may be probed, and the configured URL is the one opened.

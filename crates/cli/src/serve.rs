@@ -103,6 +103,19 @@ pub struct ServeArgs {
         conflicts_with = "auth_keys_file"
     )]
     pub auth_keys: Option<String>,
+    /// RPC streams open at once on this broker (replication between brokers aside); a
+    /// call over it is refused with RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = folio_broker::Limits::DEFAULT.streams as u32, env = "FOLIO_MAX_STREAMS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams: u32,
+    /// RPC streams open at once on one client connection.
+    #[arg(long, default_value_t = folio_broker::Limits::DEFAULT.streams_per_connection as u32, env = "FOLIO_MAX_STREAMS_PER_CONNECTION", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams_per_connection: u32,
+    /// `List` watches open at once on this broker.
+    #[arg(long, default_value_t = folio_broker::Limits::DEFAULT.list_watches as u32, env = "FOLIO_MAX_LIST_WATCHES", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_list_watches: u32,
+    /// Reads open at once on this broker, blocking ones waiting for content included.
+    #[arg(long, default_value_t = folio_broker::Limits::DEFAULT.reads as u32, env = "FOLIO_MAX_READS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_reads: u32,
     /// A file holding the authorization keys (as --auth-keys), such as a mounted secret.
     #[arg(long, env = "FOLIO_AUTH_KEYS_FILE")]
     pub auth_keys_file: Option<PathBuf>,
@@ -402,6 +415,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         http_listen,
         tls,
         auth_keys,
+        limits: folio_broker::Limits {
+            streams: args.max_streams as usize,
+            streams_per_connection: args.max_streams_per_connection as usize,
+            list_watches: args.max_list_watches as usize,
+            reads: args.max_reads as usize,
+        },
     };
     let mode = if args.etcd.is_empty() {
         format!("embedded keyspace in {}", data_dir.display())

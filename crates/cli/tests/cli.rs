@@ -105,13 +105,16 @@ fn check_config_validates_every_setting_and_touches_nothing() {
         "{text}"
     );
     assert!(text.contains("member zone-a#broker-0"), "{text}");
-    assert!(text.ends_with("HTTP port off, TLS off\n"), "{text}");
+    assert!(
+        text.ends_with("HTTP port off, TLS off, authorization off\n"),
+        "{text}"
+    );
     assert!(!std::path::Path::new(data).exists(), "nothing was created");
 
     // Each bad setting, by flag or by variable, is named with its value.
     /// Flags, variables, and what the error must say.
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case<'_>; 11] = [
+    let cases: [Case<'_>; 15] = [
         (
             &["--memory-budget", "lots"],
             &[],
@@ -168,6 +171,26 @@ fn check_config_validates_every_setting_and_touches_nothing() {
             &["--tls-client-auth"],
             &[],
             "--tls-client-auth: requiring client certificates needs the CA",
+        ),
+        (
+            &["--auth-keys", "c2VjcmV0,not*base64"],
+            &[],
+            "--auth-keys: key 1 is not standard base64",
+        ),
+        (
+            &[],
+            &[("FOLIO_AUTH_KEYS", "AA==")],
+            "--auth-keys: at least one signing key is needed",
+        ),
+        (
+            &["--auth-keys-file", "/nonexistent/keys"],
+            &[],
+            "--auth-keys-file: reading /nonexistent/keys",
+        ),
+        (
+            &["--max-streams", "0"],
+            &[],
+            "--max-streams <MAX_STREAMS>': 0 is not in 1..",
         ),
     ];
     for (args, env, expected) in cases {

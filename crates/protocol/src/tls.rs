@@ -143,6 +143,53 @@ impl Tls {
         Some(config)
     }
 
+    /// A rustls server configuration of this identity for ports other than gRPC (the
+    /// HTTP port), speaking `alpn` (such as `http/1.1`), with the same client-certificate
+    /// policy; `None` without an identity. Errors name the flag whose file is unusable.
+    pub fn rustls_server_config(
+        &self,
+        alpn: &[&[u8]],
+    ) -> Option<Result<std::sync::Arc<rustls::ServerConfig>, TlsError>> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        install_provider();
+        let (cert, key) = self.identity.as_ref()?;
+        let fail = |setting: &'static str, reason: String| TlsError {
+            setting,
+            path: String::new(),
+            reason,
+        };
+        let build = || {
+            let chain = CertificateDer::pem_slice_iter(cert)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| fail("--tls-cert", e.to_string()))?;
+            let key =
+                PrivateKeyDer::from_pem_slice(key).map_err(|e| fail("--tls-key", e.to_string()))?;
+            let builder = rustls::ServerConfig::builder();
+            let builder = match (&self.ca, self.require_client_certs) {
+                (Some(ca), true) => {
+                    let mut roots = rustls::RootCertStore::empty();
+                    for ca in CertificateDer::pem_slice_iter(ca) {
+                        let ca = ca.map_err(|e| fail("--tls-ca", e.to_string()))?;
+                        roots.add(ca).map_err(|e| fail("--tls-ca", e.to_string()))?;
+                    }
+                    let verifier =
+                        rustls::server::WebPkiClientVerifier::builder(std::sync::Arc::new(roots))
+                            .build()
+                            .map_err(|e| fail("--tls-ca", e.to_string()))?;
+                    builder.with_client_cert_verifier(verifier)
+                }
+                _ => builder.with_no_client_auth(),
+            };
+            let mut config = builder
+                .with_single_cert(chain, key)
+                .map_err(|e| fail("--tls-key", e.to_string()))?;
+            config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            Ok(std::sync::Arc::new(config))
+        };
+        Some(build())
+    }
+
     /// The client side: trusts `ca` (else the system's roots) and presents this side's
     /// identity, if any. `domain` overrides the name the server's certificate must carry
     /// (by default, the endpoint's host).
