@@ -45,6 +45,8 @@ pub struct ConsumerConfig {
     pub endpoint: String,
     /// A broker endpoint for journals.
     pub broker: String,
+    /// How the broker is reached: TLS for an `https://` endpoint, and the bearer token.
+    pub broker_connect: folio_client::ConnectOptions,
     /// The application's keyspace prefix (`/folio/consumers/{app}`).
     pub prefix: String,
     /// Where shard stores live.
@@ -261,7 +263,7 @@ pub async fn start<A: Application>(
         changed: Arc::new(Notify::new()),
         lease_valid_until: membership.valid_until(),
     });
-    let client = folio_client::connect_lazy(&config.broker)?;
+    let client = folio_client::connect(&config.broker, &config.broker_connect)?;
 
     let allocator_cancel = CancellationToken::new();
     let allocator = tokio::spawn(tracing::Instrument::instrument(

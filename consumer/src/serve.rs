@@ -52,6 +52,20 @@ pub struct ConsumerArgs {
     /// On SIGTERM, how long to wait for primaries to move to other processes.
     #[arg(long, default_value = "30s", env = "FOLIO_EXIT_GRACE", value_parser = humantime::parse_duration)]
     pub exit_grace: Duration,
+    /// CA certificate (PEM) an `https://` --broker's certificate must chain to (default:
+    /// the system's roots).
+    #[arg(long, env = "FOLIO_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for brokers that require one, with --tls-key.
+    #[arg(long, env = "FOLIO_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "FOLIO_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Bearer token for brokers that require one (`folio token create --cap
+    /// list,read,append`, covering the shards' source, recovery-log and output journals).
+    #[arg(long, env = "FOLIO_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
 }
 
 /// Runs `app` as a consumer process of application `name` with `args` until SIGTERM or
@@ -67,6 +81,17 @@ pub async fn serve_until<A: Application>(
     app: A,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
+    let tls = folio_protocol::tls::Tls::load(
+        args.tls_cert.as_deref(),
+        args.tls_key.as_deref(),
+        args.tls_ca.as_deref(),
+        false,
+    )
+    .map_err(|e| Error::Config(e.to_string()))?;
+    let broker_connect = folio_client::ConnectOptions {
+        tls: Some(Arc::new(tls)),
+        auth_token: args.auth_token.clone(),
+    };
     std::fs::create_dir_all(&args.data_dir).map_err(|e| {
         Error::Config(format!(
             "--data-dir: creating {}: {e}",
@@ -101,6 +126,7 @@ pub async fn serve_until<A: Application>(
             .clone()
             .unwrap_or_else(|| format!("http://{local}")),
         broker: args.broker.clone(),
+        broker_connect,
         prefix: args
             .prefix
             .clone()

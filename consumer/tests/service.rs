@@ -41,6 +41,9 @@ impl Application for Count {
     }
 }
 
+/// The broker's authorization key (base64).
+const AUTH_KEY: &str = "Y29uc3VtZXIgc2VydmljZSB0ZXN0IGtleSwgMzIgYnl0ZXM=";
+
 fn spec(id: &str) -> ShardSpec {
     ShardSpec {
         id: id.to_owned(),
@@ -117,7 +120,21 @@ fn folio(args: &[&str]) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shard_service_refuses_bad_requests_and_serves_a_shard() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = BrokerProcess::start(&dir.path().join("broker"), &[]).expect("folio serve");
+    // The broker requires tokens: the consumer reaches it with one limited to the
+    // journals of its application, without APPLY.
+    let keys = folio_protocol::auth::Keys::parse(AUTH_KEY).expect("key");
+    let sign = |cap: &str| {
+        keys.sign(&folio_protocol::auth::Claims::new(
+            folio_protocol::auth::Capability::parse_list(cap).expect("capabilities"),
+            folio_protocol::LabelSelector::parse("prefix=svc/").expect("selector"),
+            Duration::from_secs(600),
+        ))
+    };
+    let broker = BrokerProcess::start(
+        &dir.path().join("broker"),
+        &["--auth-keys".to_owned(), AUTH_KEY.to_owned()],
+    )
+    .expect("folio serve");
     let mut raw = broker.client().await.expect("broker answers");
     let journals =
         SpecsDocument::from_yaml("journals: [{name: svc/in}, {name: svc/recovery/unit}]")
@@ -130,9 +147,14 @@ async fn the_shard_service_refuses_bad_requests_and_serves_a_shard() {
             delete: String::new(),
         })
         .collect();
-    raw.apply(folio_protocol::ApplyRequest { changes })
-        .await
-        .expect("journals");
+    let mut request = tonic::Request::new(folio_protocol::ApplyRequest { changes });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", sign("apply"))
+            .parse()
+            .expect("metadata"),
+    );
+    raw.apply(request).await.expect("journals");
 
     let keyspace: Arc<dyn KeySpace> = Arc::new(MemoryKeySpace::new());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -146,6 +168,8 @@ async fn the_shard_service_refuses_bad_requests_and_serves_a_shard() {
         },
         endpoint: endpoint.clone(),
         broker: broker.endpoint.clone(),
+        broker_connect: folio_client::ConnectOptions::default()
+            .with_auth_token(sign("list,read,append")),
         prefix: "/folio/consumers/svc".into(),
         data_dir: dir.path().join("consumer"),
         lease_ttl: Duration::from_secs(10),
@@ -304,7 +328,13 @@ async fn the_shard_service_refuses_bad_requests_and_serves_a_shard() {
     );
 
     let mut publisher = Publisher::new(
-        Appender::new(connect_lazy(&broker.endpoint).expect("client")),
+        Appender::new(
+            folio_client::connect(
+                &broker.endpoint,
+                &folio_client::ConnectOptions::default().with_auth_token(sign("append")),
+            )
+            .expect("client"),
+        ),
         ProducerId::random(),
     );
     let mut head = 0;

@@ -254,6 +254,7 @@ async fn consume(
         },
         endpoint: "http://127.0.0.1:0".into(),
         broker: broker.endpoint.clone(),
+        broker_connect: Default::default(),
         prefix: "/bench-consumer".into(),
         data_dir: dir.path().to_owned(),
         lease_ttl: Duration::from_secs(10),
