@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use folio_client::message_id::ProducerId;
-use folio_client::{Appender, Publisher, connect_lazy};
+use folio_client::{Appender, Publisher};
 use folio_consumer::runtime::{self, ConsumerConfig};
 use folio_consumer::{AppError, Application, Message, ShardService, Store, Txn};
 use folio_coordination::{KeySpace, MemoryKeySpace};
