@@ -66,6 +66,10 @@ pub struct ConsumerArgs {
     /// list,read,append`, covering the shards' source, recovery-log and output journals).
     #[arg(long, env = "FOLIO_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
+    /// Keys that verify the tokens of calls to this process's Shard service (as `folio
+    /// serve --auth-keys`); without them, the service checks no tokens.
+    #[arg(long, env = "FOLIO_CONSUMER_AUTH_KEYS", hide_env_values = true)]
+    pub auth_keys: Option<String>,
 }
 
 /// Runs `app` as a consumer process of application `name` with `args` until SIGTERM or
@@ -88,6 +92,12 @@ pub async fn serve_until<A: Application>(
         false,
     )
     .map_err(|e| Error::Config(e.to_string()))?;
+    let keys = args
+        .auth_keys
+        .as_deref()
+        .map(folio_protocol::auth::Keys::parse)
+        .transpose()
+        .map_err(|e| Error::Config(format!("--auth-keys: {e}")))?;
     let broker_connect = folio_client::ConnectOptions {
         tls: Some(Arc::new(tls)),
         auth_token: args.auth_token.clone(),
@@ -139,7 +149,7 @@ pub async fn serve_until<A: Application>(
     let cancel = CancellationToken::new();
     let (consumer, running) =
         runtime::start(config.clone(), keyspace, Arc::new(app), cancel.clone()).await?;
-    let service = ShardServer::new(ShardService::new(consumer));
+    let service = ShardServer::new(ShardService::new(consumer).with_auth(keys));
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<ShardServer<ShardService>>()

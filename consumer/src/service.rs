@@ -2,6 +2,12 @@
 //! apply and delete shard specs, read a shard's progress, its recovery hints, and force
 //! shards off their processes. Any process of the application answers; `Stat` is
 //! forwarded to the shard's primary.
+//!
+//! With keys ([`ShardService::with_auth`]), each call needs a bearer token as the brokers
+//! do (docs/security.md): `List` needs LIST and shows only the shards the token's selector
+//! covers (their labels and the meta-label `id`), `Stat` and `GetHints` need READ, `Apply`
+//! and `Unassign` need APPLY, and every shard they name must be covered (for `Apply`, as
+//! it is and as it becomes).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -9,6 +15,7 @@ use std::time::Duration;
 
 use folio_coordination::allocator::route_of;
 use folio_coordination::{Compare, Op, Txn};
+use folio_protocol::auth::{Capability, Claims, Denied, Keys};
 use folio_protocol::consumer::shard_client::ShardClient;
 use folio_protocol::consumer::shard_server::Shard;
 use folio_protocol::consumer::{
@@ -28,12 +35,68 @@ use crate::shard::recovery_log;
 #[derive(Debug, Clone)]
 pub struct ShardService {
     consumer: Arc<Consumer>,
+    keys: Option<Keys>,
 }
 
 impl ShardService {
-    /// The service of `consumer`.
+    /// The service of `consumer`, checking no tokens.
     pub fn new(consumer: Arc<Consumer>) -> Self {
-        Self { consumer }
+        Self {
+            consumer,
+            keys: None,
+        }
+    }
+
+    /// Requires bearer tokens that `keys` verify.
+    #[must_use]
+    pub fn with_auth(mut self, keys: Option<Keys>) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    fn authorize(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        required: Capability,
+    ) -> Result<Claims, tonic::Status> {
+        Ok(folio_protocol::auth::authorize(
+            self.keys.as_ref(),
+            folio_protocol::auth::authorization_of(metadata),
+            required,
+        )?)
+    }
+
+    /// Checks that `claims` cover shard `id`, as its spec is now (a missing shard by its
+    /// id alone, so a hidden shard and a missing one are refused alike) and, for an
+    /// upsert, as `next` leaves it.
+    fn check_covers(
+        &self,
+        claims: &Claims,
+        id: &str,
+        next: Option<&folio_protocol::consumer::ShardSpec>,
+    ) -> Result<(), tonic::Status> {
+        if claims.selector.is_empty() {
+            return Ok(());
+        }
+        let current = self
+            .consumer
+            .view()
+            .get(&self.consumer.layout().spec_key(id))
+            .and_then(|kv| folio_protocol::consumer::ShardSpec::decode(kv.value.as_ref()).ok())
+            .unwrap_or_else(|| folio_protocol::consumer::ShardSpec {
+                id: id.to_owned(),
+                ..Default::default()
+            });
+        for spec in std::iter::once(&current).chain(next) {
+            if !claims.selector.matches(&selectable(spec)) {
+                return Err(Denied::ShardSelector {
+                    shard: id.to_owned(),
+                    selector: claims.selector.to_string(),
+                }
+                .status());
+            }
+        }
+        Ok(())
     }
 
     fn header(&self, route: Route) -> Header {
@@ -135,6 +198,7 @@ impl Shard for ShardService {
         &self,
         request: Request<ListRequest>,
     ) -> Result<Response<ListResponse>, tonic::Status> {
+        let claims = self.authorize(request.metadata(), Capability::LIST)?;
         let selector = request.into_inner().selector.unwrap_or_default();
         selector
             .validate()
@@ -147,6 +211,7 @@ impl Shard for ShardService {
         let shards = entries
             .into_iter()
             .filter(|e| selector.matches(&selectable(&e.spec)))
+            .filter(|e| claims.selector.is_empty() || claims.selector.matches(&selectable(&e.spec)))
             .map(|e| {
                 let route = self.route(&e.spec.id);
                 list_response::Shard {
@@ -170,6 +235,7 @@ impl Shard for ShardService {
         &self,
         request: Request<ApplyRequest>,
     ) -> Result<Response<ApplyResponse>, tonic::Status> {
+        let claims = self.authorize(request.metadata(), Capability::APPLY)?;
         let request = request.into_inner();
         if request.changes.is_empty() {
             return Err(invalid(
@@ -208,6 +274,7 @@ impl Shard for ShardService {
             if !ids.insert(id.clone()) {
                 return Err(invalid(&field, format!("shard {id:?} is changed twice")));
             }
+            self.check_covers(&claims, &id, change.upsert.as_ref())?;
             if change.expect_mod_revision >= 0 {
                 compares.push(Compare::ModRevision(
                     layout.spec_key(&id),
@@ -239,10 +306,16 @@ impl Shard for ShardService {
         &self,
         request: Request<StatRequest>,
     ) -> Result<Response<StatResponse>, tonic::Status> {
+        let claims = self.authorize(request.metadata(), Capability::READ)?;
+        let authorization = request
+            .metadata()
+            .get(folio_protocol::auth::AUTHORIZATION)
+            .cloned();
         let request = request.into_inner();
         if request.shard.is_empty() {
             return Err(invalid("shard", "is empty (expected a shard id)"));
         }
+        self.check_covers(&claims, &request.shard, None)?;
         let exists = {
             let key = self.consumer.layout().spec_key(&request.shard);
             self.consumer.view().get(&key).is_some()
@@ -274,6 +347,13 @@ impl Shard for ShardService {
                         route.endpoints[primary]
                     ))
                 })?;
+            // The primary checks the caller's own token again.
+            let mut forwarded = Request::new(forwarded);
+            if let Some(value) = authorization {
+                forwarded
+                    .metadata_mut()
+                    .insert(folio_protocol::auth::AUTHORIZATION, value);
+            }
             return client.stat(forwarded).await;
         }
         let Some(mut status) = self.consumer.status(&request.shard) else {
@@ -304,10 +384,12 @@ impl Shard for ShardService {
         &self,
         request: Request<GetHintsRequest>,
     ) -> Result<Response<GetHintsResponse>, tonic::Status> {
+        let claims = self.authorize(request.metadata(), Capability::READ)?;
         let request = request.into_inner();
         if request.shard.is_empty() {
             return Err(invalid("shard", "is empty (expected a shard id)"));
         }
+        self.check_covers(&claims, &request.shard, None)?;
         let key = self.consumer.layout().spec_key(&request.shard);
         let spec = self
             .consumer
@@ -344,6 +426,7 @@ impl Shard for ShardService {
         &self,
         request: Request<UnassignRequest>,
     ) -> Result<Response<UnassignResponse>, tonic::Status> {
+        let claims = self.authorize(request.metadata(), Capability::APPLY)?;
         let request = request.into_inner();
         let layout = self.consumer.layout();
         let (assignments, members) = self
@@ -360,6 +443,7 @@ impl Shard for ShardService {
                     "is empty (expected a shard id)",
                 ));
             }
+            self.check_covers(&claims, shard, None)?;
             let Some(list) = assignments.get(shard) else {
                 continue;
             };

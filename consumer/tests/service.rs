@@ -22,7 +22,20 @@ use folio_protocol::process_spec::Id;
 use folio_protocol::{SpecsDocument, apply_request as journal_apply};
 use folio_tests::BrokerProcess;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+/// A Shard-service client sending a bearer token.
+type Client = ShardClient<InterceptedService<Channel, folio_client::Bearer>>;
+
+async fn shard_client(endpoint: &str, token: Option<&str>) -> Client {
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    ShardClient::with_interceptor(channel, folio_client::Bearer::new(token).expect("token"))
+}
 
 /// Counts messages.
 struct Count;
@@ -77,9 +90,7 @@ fn apply(changes: Vec<apply_request::Change>) -> ApplyRequest {
     }
 }
 
-async fn listed(
-    client: &mut ShardClient<Channel>,
-) -> Vec<folio_protocol::consumer::list_response::Shard> {
+async fn listed(client: &mut Client) -> Vec<folio_protocol::consumer::list_response::Shard> {
     client
         .list(ListRequest::default())
         .await
@@ -89,7 +100,7 @@ async fn listed(
 }
 
 /// Waits until the shard is PRIMARY here (30 s at most).
-async fn wait_primary(client: &mut ShardClient<Channel>, id: &str) {
+async fn wait_primary(client: &mut Client, id: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let shards = listed(client).await;
@@ -110,9 +121,10 @@ async fn wait_primary(client: &mut ShardClient<Channel>, id: &str) {
     }
 }
 
-fn folio(args: &[&str]) -> std::process::Output {
+fn folio(token: &str, args: &[&str]) -> std::process::Output {
     std::process::Command::new(folio_tests::folio_binary().expect("folio binary"))
         .args(args)
+        .env("FOLIO_AUTH_TOKEN", token)
         .output()
         .expect("run folio")
 }
@@ -182,12 +194,18 @@ async fn the_shard_service_refuses_bad_requests_and_serves_a_shard() {
         .expect("consumer");
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(ShardServer::new(ShardService::new(consumer)))
+            .add_service(ShardServer::new(
+                ShardService::new(consumer).with_auth(Some(keys.clone())),
+            ))
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
-    let mut client = ShardClient::connect(endpoint.clone())
-        .await
-        .expect("connect");
+    // The Shard service requires tokens too (signed with the same key here).
+    let admin = keys.sign(&folio_protocol::auth::Claims::new(
+        folio_protocol::auth::Capability::parse_list("list,apply,read").expect("capabilities"),
+        folio_protocol::LabelSelector::default(),
+        Duration::from_secs(600),
+    ));
+    let mut client = shard_client(&endpoint, Some(&admin)).await;
 
     // Bad requests: each names what is wrong, and nothing is applied.
     let mut zero = spec("unit");
@@ -278,14 +296,17 @@ async fn the_shard_service_refuses_bad_requests_and_serves_a_shard() {
         "shards:\n  - id: unit\n    sources: [{journal: svc/in}]\n    recovery_log_prefix: svc/recovery\n    hint_prefix: folio\n    max_txn_duration: 1s\n",
     )
     .expect("write");
-    let out = folio(&[
-        "shards",
-        "apply",
-        "--consumer",
-        &endpoint,
-        "-f",
-        bad.to_str().expect("utf-8"),
-    ]);
+    let out = folio(
+        &admin,
+        &[
+            "shards",
+            "apply",
+            "--consumer",
+            &endpoint,
+            "-f",
+            bad.to_str().expect("utf-8"),
+        ],
+    );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("hint_prefix"), "{stderr}");
@@ -298,14 +319,17 @@ async fn the_shard_service_refuses_bad_requests_and_serves_a_shard() {
         "shards:\n  - id: unit\n    sources: [{journal: svc/in}]\n    recovery_log_prefix: svc/recovery\n    hint_prefix: /folio/hints\n    max_txn_duration: 1s\n",
     )
     .expect("write");
-    let out = folio(&[
-        "shards",
-        "apply",
-        "--consumer",
-        &endpoint,
-        "-f",
-        good.to_str().expect("utf-8"),
-    ]);
+    let out = folio(
+        &admin,
+        &[
+            "shards",
+            "apply",
+            "--consumer",
+            &endpoint,
+            "-f",
+            good.to_str().expect("utf-8"),
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -357,23 +381,26 @@ async fn the_shard_service_refuses_bad_requests_and_serves_a_shard() {
         .into_inner();
     assert_eq!(stat.status, Status::Ok as i32);
     assert!(stat.read_through["svc/in"] >= head, "{stat:?}");
-    let out = folio(&["shards", "list", "--consumer", &endpoint]);
+    let out = folio(&admin, &["shards", "list", "--consumer", &endpoint]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.starts_with("ID "), "{table}");
     assert!(
         table.contains("unit") && table.contains("local/c0") && table.contains("PRIMARY"),
         "{table}"
     );
-    let out = folio(&[
-        "shards",
-        "stat",
-        "--consumer",
-        &endpoint,
-        "-s",
-        "unit",
-        "-o",
-        "json",
-    ]);
+    let out = folio(
+        &admin,
+        &[
+            "shards",
+            "stat",
+            "--consumer",
+            &endpoint,
+            "-s",
+            "unit",
+            "-o",
+            "json",
+        ],
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stat JSON");
     assert!(json["read_through"]["svc/in"].as_i64().expect("offset") >= head);
 
@@ -420,14 +447,75 @@ async fn the_shard_service_refuses_bad_requests_and_serves_a_shard() {
     assert_eq!(done.shards, ["unit"]);
     wait_primary(&mut client, "unit").await;
 
-    let out = folio(&["shards", "delete", "--consumer", &endpoint, "-s", "unit"]);
+    // Without a token, without the capability, or outside the selector: refused, and
+    // the shard is untouched.
+    let mut anonymous = shard_client(&endpoint, None).await;
+    let err = anonymous
+        .list(ListRequest::default())
+        .await
+        .expect_err("no token");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    let mut lister = shard_client(&endpoint, Some(&sign("list"))).await;
+    let err = lister
+        .unassign(UnassignRequest {
+            shards: vec!["unit".into()],
+            only_failed: false,
+            dry_run: false,
+        })
+        .await
+        .expect_err("no APPLY");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("lacks the APPLY capability"),
+        "{err:?}"
+    );
+    let other = keys.sign(&folio_protocol::auth::Claims::new(
+        folio_protocol::auth::Capability::ALL,
+        folio_protocol::LabelSelector::parse("id=other").expect("selector"),
+        Duration::from_secs(600),
+    ));
+    let mut outsider = shard_client(&endpoint, Some(&other)).await;
+    let err = outsider
+        .stat(StatRequest {
+            shard: "unit".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("outside the selector");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message()
+            .contains("selector \"id=other\" does not cover shard \"unit\""),
+        "{err:?}"
+    );
+    assert!(
+        listed(&mut outsider).await.is_empty(),
+        "List shows only covered shards"
+    );
+    let out = folio(
+        &other,
+        &["shards", "delete", "--consumer", &endpoint, "-s", "unit"],
+    );
+    assert!(!out.status.success(), "a delete outside the selector");
+    // The CLI looks the shard up first, and the token shows none.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"unit\""), "{err}");
+    assert_eq!(listed(&mut client).await.len(), 1, "the shard is untouched");
+
+    let out = folio(
+        &admin,
+        &["shards", "delete", "--consumer", &endpoint, "-s", "unit"],
+    );
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(listed(&mut client).await.is_empty(), "deleted");
-    let out = folio(&["shards", "delete", "--consumer", &endpoint, "-s", "unit"]);
+    let out = folio(
+        &admin,
+        &["shards", "delete", "--consumer", &endpoint, "-s", "unit"],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("SHARD_NOT_FOUND"));
 

@@ -37,12 +37,7 @@ impl Auth {
         metadata: &MetadataMap,
         required: Capability,
     ) -> Result<Claims, tonic::Status> {
-        self.verify_header(
-            metadata
-                .get(AUTHORIZATION)
-                .map(|v| v.to_str().unwrap_or("\u{0}")),
-            required,
-        )
+        self.verify_header(folio_protocol::auth::authorization_of(metadata), required)
     }
 
     /// [`Auth::verify`] of an `Authorization` header's value.
@@ -51,12 +46,11 @@ impl Auth {
         header: Option<&str>,
         required: Capability,
     ) -> Result<Claims, tonic::Status> {
-        let Some(keys) = &self.keys else {
-            return Ok(Claims::unrestricted());
-        };
-        let claims = keys.verify(header)?;
-        claims.require(required)?;
-        Ok(claims)
+        Ok(folio_protocol::auth::authorize(
+            self.keys.as_ref(),
+            header,
+            required,
+        )?)
     }
 
     /// The `authorization` value for a request forwarded to a peer on behalf of a caller

@@ -242,6 +242,14 @@ pub enum Denied {
         /// The token's selector, in text form.
         selector: String,
     },
+    /// A valid token whose selector does not cover the shard.
+    #[error("the bearer token's selector {selector:?} does not cover shard {shard:?}")]
+    ShardSelector {
+        /// The shard asked for.
+        shard: String,
+        /// The token's selector, in text form.
+        selector: String,
+    },
 }
 
 impl Denied {
@@ -249,7 +257,7 @@ impl Denied {
     /// `PERMISSION_DENIED` for a valid one that does not grant the request.
     pub fn status(&self) -> tonic::Status {
         match self {
-            Denied::Capability { .. } | Denied::Selector { .. } => {
+            Denied::Capability { .. } | Denied::Selector { .. } | Denied::ShardSelector { .. } => {
                 tonic::Status::permission_denied(self.to_string())
             }
             _ => tonic::Status::unauthenticated(self.to_string()),
@@ -393,6 +401,30 @@ impl Keys {
         }
         Err(Denied::Signature)
     }
+}
+
+/// The `authorization` metadata of a call, if any (a value that is not text is passed on
+/// as one no key verifies).
+pub fn authorization_of(metadata: &tonic::metadata::MetadataMap) -> Option<&str> {
+    metadata
+        .get(AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("\u{0}"))
+}
+
+/// Authorizes a call carrying `authorization` that needs `required`: with `keys`, the
+/// token's claims if it verifies and grants `required`; without keys (authorization
+/// off), [`Claims::unrestricted`].
+pub fn authorize(
+    keys: Option<&Keys>,
+    authorization: Option<&str>,
+    required: Capability,
+) -> Result<Claims, Denied> {
+    let Some(keys) = keys else {
+        return Ok(Claims::unrestricted());
+    };
+    let claims = keys.verify(authorization)?;
+    claims.require(required)?;
+    Ok(claims)
 }
 
 /// Seconds since the Unix epoch.

@@ -7,7 +7,11 @@ use anyhow::{Result, anyhow, bail};
 use folio_protocol::LabelSelector;
 use folio_protocol::consumer::shard_client::ShardClient;
 use folio_protocol::consumer::{ApplyRequest, ListRequest, Status, apply_request, list_response};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+
+/// A Shard-service client whose calls carry the bearer token, if any.
+type Client = ShardClient<InterceptedService<Channel, folio_client::Bearer>>;
 
 use crate::journals::broker::{status_text, with_scheme};
 
@@ -17,24 +21,25 @@ pub type Listed = list_response::Shard;
 /// A consumer process, connected on first use.
 #[derive(Debug, Clone)]
 pub struct ConsumerProcess {
-    client: ShardClient<Channel>,
+    client: Client,
     url: String,
 }
 
 impl ConsumerProcess {
-    /// A lazy connection to `url` (a bare `host:port` means http).
-    pub fn connect(url: &str) -> Result<Self> {
+    /// A lazy connection to `url` (a bare `host:port` means http), sending `token`.
+    pub fn connect(url: &str, token: Option<&str>) -> Result<Self> {
         let url = with_scheme(url);
         let endpoint =
             Endpoint::from_shared(url.clone()).map_err(|e| anyhow!("--consumer {url:?}: {e}"))?;
+        let bearer = folio_client::Bearer::new(token).map_err(|e| anyhow!("--auth-token: {e}"))?;
         Ok(Self {
-            client: ShardClient::new(endpoint.connect_lazy()),
+            client: ShardClient::with_interceptor(endpoint.connect_lazy(), bearer),
             url,
         })
     }
 
     /// The gRPC client.
-    pub fn client(&self) -> ShardClient<Channel> {
+    pub fn client(&self) -> Client {
         self.client.clone()
     }
 

@@ -34,6 +34,9 @@ pub struct ShardsArgs {
         default_value = "http://127.0.0.1:9090"
     )]
     consumer: String,
+    /// Bearer token for consumer processes that require one (`folio token create`).
+    #[arg(long, global = true, env = "FOLIO_AUTH_TOKEN", hide_env_values = true)]
+    auth_token: Option<String>,
     #[command(subcommand)]
     command: ShardsCommand,
 }
@@ -61,7 +64,7 @@ enum ShardsCommand {
 pub fn run(args: ShardsArgs) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let consumer = ConsumerProcess::connect(&args.consumer)?;
+        let consumer = ConsumerProcess::connect(&args.consumer, args.auth_token.as_deref())?;
         match args.command {
             ShardsCommand::List(list) => list::run(&consumer, list).await,
             ShardsCommand::Apply(apply) => apply::run(&consumer, apply).await,
