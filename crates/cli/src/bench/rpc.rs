@@ -12,8 +12,7 @@ use folio_protocol::journal_client::JournalClient;
 use folio_protocol::{AppendRequest, Fragment, Status};
 use tonic::transport::Endpoint;
 
-/// A Journal-service client on one HTTP/2 connection (the client crate's type, carrying
-/// no token).
+/// A Journal-service client on one HTTP/2 connection (the client crate's type).
 pub type Client = folio_client::Client;
 
 /// HTTP/2 stream window: small-message streams stall near 1.6 GB/s with the defaults.
@@ -37,11 +36,14 @@ pub async fn connect(endpoint: &str) -> Result<Client> {
         .connect()
         .await
         .with_context(|| format!("connecting to {endpoint}"))?;
-    Ok(
-        JournalClient::with_interceptor(channel, folio_client::Bearer::default())
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE),
-    )
+    // A broker started with --auth-keys (through --broker-arg) needs a token: the bench
+    // sends FOLIO_AUTH_TOKEN's, if set (the sinks ignore it).
+    let token = std::env::var("FOLIO_AUTH_TOKEN").ok();
+    let bearer = folio_client::Bearer::new(token.as_deref())
+        .map_err(|e| anyhow::anyhow!("FOLIO_AUTH_TOKEN: {e}"))?;
+    Ok(JournalClient::with_interceptor(channel, bearer)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE))
 }
 
 /// The messages of one append of `content` to `journal`: parameters, content in chunks
