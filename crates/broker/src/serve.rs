@@ -378,9 +378,6 @@ pub async fn serve(
     };
     let server = builder
         .layer(crate::metrics::GrpcMetricsLayer)
-        // h2 refuses streams a little past the per-connection limit, so that a client
-        // over it gets the limit's RESOURCE_EXHAUSTED, not a queue.
-        .max_concurrent_streams(u32::try_from(config.limits.streams_per_connection + 64).ok())
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(16 << 20)
         .add_service(health_service)

@@ -61,12 +61,16 @@ impl Bearer {
                 reason: "is empty".into(),
             });
         }
-        let value = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| Error::InvalidArgument {
-                what: "auth token",
-                reason: "has characters a header cannot carry (expected a JWT)".into(),
-            })?;
+        let bad = || {
+            Error::InvalidArgument {
+            what: "auth token",
+            reason: "has characters a token cannot hold (expected a JWT: letters, digits, '-', '_' and '.')".into(),
+        }
+        };
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(bad());
+        }
+        let value = format!("Bearer {token}").parse().map_err(|_| bad())?;
         Ok(Self(Some(value)))
     }
 }
