@@ -85,11 +85,11 @@ pub async fn serve_until<A: Application>(
     app: A,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    let tls = folio_protocol::tls::Tls::load(
+    let broker_connect = folio_client::ConnectOptions::load(
         args.tls_cert.as_deref(),
         args.tls_key.as_deref(),
         args.tls_ca.as_deref(),
-        false,
+        args.auth_token.clone(),
     )
     .map_err(|e| Error::Config(e.to_string()))?;
     let keys = args
@@ -98,10 +98,6 @@ pub async fn serve_until<A: Application>(
         .map(folio_protocol::auth::Keys::parse)
         .transpose()
         .map_err(|e| Error::Config(format!("--auth-keys: {e}")))?;
-    let broker_connect = folio_client::ConnectOptions {
-        tls: Some(Arc::new(tls)),
-        auth_token: args.auth_token.clone(),
-    };
     std::fs::create_dir_all(&args.data_dir).map_err(|e| {
         Error::Config(format!(
             "--data-dir: creating {}: {e}",

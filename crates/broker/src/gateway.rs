@@ -170,14 +170,10 @@ pub(crate) fn grpc_error(status: &tonic::Status) -> Response {
 /// gRPC service authorizes it as it would a client's call.
 fn authorized<T>(headers: &HeaderMap, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    if let Some(value) = headers
+    let value = headers
         .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| tonic::metadata::AsciiMetadataValue::try_from(v.as_bytes()).ok())
-    {
-        request
-            .metadata_mut()
-            .insert(folio_protocol::auth::AUTHORIZATION, value);
-    }
+        .and_then(|v| tonic::metadata::AsciiMetadataValue::try_from(v.as_bytes()).ok());
+    crate::auth::attach(&mut request, value);
     request
 }
 

@@ -483,9 +483,8 @@ impl Journal for JournalService {
         &self,
         request: Request<ReadRequest>,
     ) -> Result<Response<Self::ReadStream>, tonic::Status> {
-        let metadata = request.metadata().clone();
         let remote = request.remote_addr();
-        let request = request.into_inner();
+        let (metadata, _, request) = request.into_parts();
         check_journal(&request.journal)?;
         let claims = self.authorize_journal(&metadata, Capability::READ, &request.journal)?;
         let connection = remote.filter(|_| request.header.is_none());
@@ -621,9 +620,8 @@ impl Journal for JournalService {
         &self,
         request: Request<Streaming<AppendRequest>>,
     ) -> Result<Response<AppendResponse>, tonic::Status> {
-        let metadata = request.metadata().clone();
         let remote = request.remote_addr();
-        let mut stream = request.into_inner();
+        let (metadata, _, mut stream) = request.into_parts();
         let first = stream
             .message()
             .await
@@ -708,8 +706,7 @@ impl Journal for JournalService {
         &self,
         request: Request<Streaming<ReplicateRequest>>,
     ) -> Result<Response<Self::ReplicateStream>, tonic::Status> {
-        let metadata = request.metadata().clone();
-        let mut stream = request.into_inner();
+        let (metadata, _, mut stream) = request.into_parts();
         let first = stream
             .message()
             .await?
@@ -764,9 +761,8 @@ impl Journal for JournalService {
         &self,
         request: Request<FragmentsRequest>,
     ) -> Result<Response<FragmentsResponse>, tonic::Status> {
-        let metadata = request.metadata().clone();
         let remote = request.remote_addr();
-        let request = request.into_inner();
+        let (metadata, _, request) = request.into_parts();
         check_journal(&request.journal)?;
         let claims = self.authorize_journal(&metadata, Capability::READ, &request.journal)?;
         let connection = remote.filter(|_| request.header.is_none());

@@ -28,6 +28,22 @@ pub struct ConnectOptions {
 }
 
 impl ConnectOptions {
+    /// Options from the usual client flags: a client certificate and key, a CA (all PEM
+    /// files, any of them absent) and a token. Errors name the flag whose file is
+    /// unusable.
+    pub fn load(
+        tls_cert: Option<&std::path::Path>,
+        tls_key: Option<&std::path::Path>,
+        tls_ca: Option<&std::path::Path>,
+        auth_token: Option<String>,
+    ) -> std::result::Result<Self, folio_protocol::tls::TlsError> {
+        let tls = folio_protocol::tls::Tls::load(tls_cert, tls_key, tls_ca, false)?;
+        Ok(Self {
+            tls: Some(Arc::new(tls)),
+            auth_token,
+        })
+    }
+
     /// Options with `tls`.
     #[must_use]
     pub fn with_tls(mut self, tls: folio_protocol::tls::Tls) -> Self {

@@ -110,16 +110,12 @@ pub fn run(args: JournalsArgs) -> Result<()> {
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let tls = folio_protocol::tls::Tls::load(
+        let options = folio_client::ConnectOptions::load(
             args.tls_cert.as_deref(),
             args.tls_key.as_deref(),
             args.tls_ca.as_deref(),
-            false,
+            args.auth_token,
         )?;
-        let options = folio_client::ConnectOptions {
-            tls: Some(std::sync::Arc::new(tls)),
-            auth_token: args.auth_token,
-        };
         let broker = Broker::connect(&args.broker, &options)?
             .with_retry(RetryPolicy::retry_for(args.retry_for));
         match args.command {
