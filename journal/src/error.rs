@@ -46,7 +46,7 @@ pub enum Error {
     /// The client sent its content slower than the minimum append rate; the append was
     /// aborted and rolled back so it stops holding the journal's other writers.
     #[error(
-        "append aborted: the client sent its content slower than the broker's minimum append rate of {rate} (after {burst:?} of burst credit; see --min-append-rate); no byte of it was appended",
+        "append aborted: the client sent its content slower than the broker's minimum append rate of {rate} (after {burst:?} of burst credit; see --min-append-rate; a client that queues more large appends to one journal on one connection than --http2-connection-window / --http2-stream-window stalls this way too); no byte of it was appended",
         burst = rate.burst
     )]
     TooSlow {

@@ -452,6 +452,11 @@ async fn store_outage_loses_nothing() {
         "8MiB".to_owned(),
         "--budget-wait".to_owned(),
         "1s".to_owned(),
+        // 2 MiB of it set aside for the connections' windows, 6 MiB for content.
+        "--max-connections".to_owned(),
+        "8".to_owned(),
+        "--http2-connection-window".to_owned(),
+        "256KiB".to_owned(),
     ];
     let mut broker = BrokerProcess::start(&dir.path().join("data"), &args).expect("start broker");
     let mut client = broker.client().await.expect("broker answers");

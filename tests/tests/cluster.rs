@@ -839,7 +839,17 @@ async fn an_s3_outage_under_replication_fails_appends_cleanly_and_loses_nothing(
     let etcd = folio_tests::etcd_endpoint().expect("etcd test environment");
     let prefix = unique_name("cl");
     let store_url = s3.store_url(&prefix);
-    let extra = ["--memory-budget", "8MiB", "--budget-wait", "1s"];
+    // 3 MiB of each budget is set aside for the connections' windows, 5 MiB for content.
+    let extra = [
+        "--memory-budget",
+        "8MiB",
+        "--budget-wait",
+        "1s",
+        "--max-connections",
+        "12",
+        "--http2-connection-window",
+        "256KiB",
+    ];
     let mut cluster = start_cluster_with(3, &etcd, &prefix, store_url, &extra);
     let journal = "cluster/s3-outage/part-000".to_owned();
     let mut clients = clients_of(&cluster).await;

@@ -136,3 +136,95 @@ async fn each_limit_refuses_by_name_changes_nothing_and_frees_its_room() {
     };
     assert_eq!(end, head + 9, "only the admitted appends landed");
 }
+
+/// `--max-connections` bounds the client connections of both ports together: at the limit
+/// a new connection waits (nothing of it is served, nothing is refused) until one closes,
+/// and /status shows the connections and the memory set aside for their windows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_wait_for_one_to_close() {
+    let dir = tempfile::tempdir().expect("dir");
+    let http = folio_tests::free_port().expect("free port");
+    let flags = [
+        "--max-connections".to_owned(),
+        "3".to_owned(),
+        "--http2-connection-window".to_owned(),
+        "512KiB".to_owned(),
+        "--http-listen".to_owned(),
+        format!("127.0.0.1:{http}"),
+    ];
+    let broker = ServerProcess::start(&dir.path().join("broker"), &flags).expect("broker");
+    let mut a = broker.client().await.expect("connection a");
+    let mut b = broker.client().await.expect("connection b");
+    a.list(ListRequest::default()).await.expect("a lists");
+    b.list(ListRequest::default()).await.expect("b lists");
+
+    // The third slot: curl's, on the HTTP port.
+    let status = folio_tests::curl(&[&format!("http://127.0.0.1:{http}/status")]);
+    assert_eq!(status.status, 200);
+    let state: serde_json::Value = serde_json::from_slice(&status.body).expect("JSON");
+    assert_eq!(state["connections_open"], 3, "{state}");
+    assert_eq!(state["connections_max"], 3, "{state}");
+    // A 512 KiB gRPC window, but at least the HTTP port's 1 MiB for each connection.
+    assert_eq!(state["window_memory"], 3 << 20, "{state}");
+
+    // curl has gone: its slot is free for a third gRPC connection, and a fourth waits.
+    let mut c = connect_when_served(&broker.endpoint).await;
+    c.list(ListRequest::default()).await.expect("c lists");
+    let mut d = JournalClient::new(
+        Channel::from_shared(broker.endpoint.clone())
+            .expect("endpoint")
+            .connect_lazy(),
+    );
+    let waiting = tokio::spawn(async move {
+        let answer = d.list(ListRequest::default()).await;
+        (answer.map(|_| ()), Instant::now())
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a fourth connection was served over --max-connections=3"
+    );
+    let closed = Instant::now();
+    drop(a);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let port = broker.endpoint.rsplit(':').next().expect("port").to_owned();
+    let ss = std::process::Command::new("ss")
+        .args(["-tn"])
+        .output()
+        .expect("ss");
+    for line in String::from_utf8_lossy(&ss.stdout)
+        .lines()
+        .filter(|l| l.contains(&port))
+    {
+        eprintln!("SS {line}");
+    }
+    let (answer, served) = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("the waiting connection was served once one closed")
+        .expect("task");
+    answer.expect("the waiting connection's List");
+    assert!(served >= closed);
+    assert!(
+        broker.log_text().contains("every connection slot is taken"),
+        "the wait is logged"
+    );
+    drop((b, c));
+}
+
+/// A client on a connection the broker has accepted (connecting is lazy, and a
+/// connection waiting for a slot is accepted only once one is free).
+async fn connect_when_served(endpoint: &str) -> JournalClient<Channel> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let channel = Channel::from_shared(endpoint.to_owned())
+            .expect("endpoint")
+            .connect_lazy();
+        let mut client = JournalClient::new(channel);
+        match tokio::time::timeout(Duration::from_secs(2), client.list(ListRequest::default()))
+            .await
+        {
+            Ok(Ok(_)) => return client,
+            answer => assert!(Instant::now() < deadline, "never served: {answer:?}"),
+        }
+    }
+}

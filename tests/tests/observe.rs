@@ -31,6 +31,9 @@ fn start() -> Observed {
             format!("127.0.0.1:{port}"),
             "--memory-budget".into(),
             "256MiB".into(),
+            // 128 MiB of it set aside for the connections' HTTP/2 windows (2 MiB each).
+            "--max-connections".into(),
+            "64".into(),
             "--lease-ttl".into(),
             "2s".into(),
         ],
@@ -291,7 +294,16 @@ async fn counters_move_by_what_was_appended_read_and_persisted() {
     // State read at the scrape.
     assert_eq!(
         at(&after, "folio_memory_budget_bytes"),
-        (256u64 << 20) as f64
+        (128u64 << 20) as f64,
+        "the budget for content is the configured one less the windows"
+    );
+    assert_eq!(
+        at(&after, "folio_connection_window_reserved_bytes"),
+        (128u64 << 20) as f64
+    );
+    assert!(
+        at(&after, "folio_connections_open") >= 1.0,
+        "the scrape's own connection is open"
     );
     assert_eq!(at(&after, r#"folio_journals{role="primary"}"#), 1.0);
     assert_eq!(at(&after, r#"folio_journals{role="replica"}"#), 0.0);

@@ -69,6 +69,10 @@ pub struct Broker {
     pub(crate) auth: crate::auth::Auth,
     /// Open streams against the broker's limits.
     pub(crate) gate: Arc<crate::limits::Gate>,
+    /// Open client connections against `--max-connections`.
+    pub(crate) connections: Arc<crate::connections::Slots>,
+    /// Memory set aside from the budget for the connections' HTTP/2 windows.
+    pub(crate) window_memory: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -116,6 +120,8 @@ impl Broker {
             single_broker: config.single_broker,
             auth,
             gate: crate::limits::Gate::new(config.limits),
+            connections: crate::connections::Slots::new(config.limits.connections),
+            window_memory: config.limits.window_memory(config.http_listen.is_some()),
         }
     }
 

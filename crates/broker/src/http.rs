@@ -18,6 +18,8 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use tokio::net::TcpListener;
+
+use crate::connections::CountedListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -137,6 +139,7 @@ pub(crate) async fn serve(
     metrics: PrometheusHandle,
     gateway: Gateway,
     tls: Option<Arc<rustls::ServerConfig>>,
+    slots: Arc<crate::connections::Slots>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let rates = Arc::new(Mutex::new(Rates::default()));
@@ -172,12 +175,12 @@ pub(crate) async fn serve(
     let served = match tls {
         Some(config) => {
             let listener = crate::http_tls::TlsListener::new(listener, config)?;
-            axum::serve(listener, app)
+            axum::serve(CountedListener::new(listener, slots), app)
                 .with_graceful_shutdown(stopping)
                 .await
         }
         None => {
-            axum::serve(listener, app)
+            axum::serve(CountedListener::new(listener, slots), app)
                 .with_graceful_shutdown(stopping)
                 .await
         }

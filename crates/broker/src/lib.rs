@@ -22,6 +22,7 @@
 
 mod auth;
 mod broker;
+mod connections;
 mod gateway;
 mod http;
 mod http_tls;

@@ -24,6 +24,15 @@ pub struct Limits {
     pub list_watches: usize,
     /// Reads open at once, blocking ones waiting for content included (`--max-reads`).
     pub reads: usize,
+    /// Client connections open at once, on the gRPC and HTTP ports together
+    /// (`--max-connections`); further connections wait in the listen backlog.
+    pub connections: usize,
+    /// HTTP/2 receive window of one stream, in bytes (`--http2-stream-window`).
+    pub stream_window: u32,
+    /// HTTP/2 receive window of one connection, all its streams together, in bytes
+    /// (`--http2-connection-window`): the most a connection's peer may have sent that the
+    /// broker has not read yet.
+    pub connection_window: u32,
 }
 
 impl Limits {
@@ -33,7 +42,58 @@ impl Limits {
         streams_per_connection: 1024,
         list_watches: 256,
         reads: 2048,
+        connections: 128,
+        stream_window: 256 << 10,
+        connection_window: 2 << 20,
     };
+
+    /// Memory the open connections may hold in received content the broker has not read
+    /// yet: every connection's HTTP/2 window (at least [`HTTP_PORT_WINDOW`] with an HTTP
+    /// port, whose connections count too), at the most connections. It is set aside from
+    /// the memory budget, so spools get the rest.
+    pub fn window_memory(&self, http_port: bool) -> usize {
+        let mut window = self.connection_window as usize;
+        if http_port {
+            window = window.max(HTTP_PORT_WINDOW);
+        }
+        self.connections.saturating_mul(window)
+    }
+
+    /// Checks the limits against a memory budget of `budget` bytes: the windows' memory
+    /// may take at most half of it. The error names the flags and their values.
+    pub fn check(&self, budget: usize, http_port: bool) -> Result<(), String> {
+        if self.connections == 0 {
+            return Err("--max-connections: 0 admits no client; at least 1".into());
+        }
+        for (flag, window) in [
+            ("--http2-stream-window", self.stream_window),
+            ("--http2-connection-window", self.connection_window),
+        ] {
+            if window < MIN_WINDOW {
+                return Err(format!(
+                    "{flag}: {window} bytes is below HTTP/2's smallest window, {MIN_WINDOW} bytes"
+                ));
+            }
+        }
+        if self.stream_window > self.connection_window {
+            return Err(format!(
+                "--http2-stream-window: {} bytes is larger than --http2-connection-window ({} bytes), \
+                 which holds all of a connection's streams",
+                self.stream_window, self.connection_window
+            ));
+        }
+        let windows = self.window_memory(http_port);
+        if windows > budget / 2 {
+            return Err(format!(
+                "--max-connections: {} connections x {} bytes of HTTP/2 window = {windows} bytes, \
+                 more than half of --memory-budget ({budget} bytes); lower --max-connections or \
+                 --http2-connection-window, or raise --memory-budget",
+                self.connections,
+                windows / self.connections,
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for Limits {
@@ -41,6 +101,13 @@ impl Default for Limits {
         Self::DEFAULT
     }
 }
+
+/// The HTTP/2 connection window of the HTTP port (hyper's default; an HTTP/1.1
+/// connection buffers less): a connection there may hold this much unread.
+pub const HTTP_PORT_WINDOW: usize = 1 << 20;
+
+/// The smallest HTTP/2 window (the protocol's default).
+pub const MIN_WINDOW: u32 = 65_535;
 
 /// What a call is, for its limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,6 +280,7 @@ mod tests {
             streams_per_connection: 2,
             list_watches: 1,
             reads: 2,
+            ..Limits::DEFAULT
         });
         let a = gate.admit(Call::Watch, addr(1)).expect("first");
         let b = gate

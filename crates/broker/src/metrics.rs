@@ -44,6 +44,10 @@ pub const SPOOL_BYTES: &str = "folio_spool_bytes";
 pub const BUDGET_BYTES: &str = "folio_memory_budget_bytes";
 /// Bytes charged against the memory budget (spools and fragments not yet persisted).
 pub const BUDGET_USED_BYTES: &str = "folio_memory_budget_used_bytes";
+/// Bytes of the configured budget set aside for the connections' HTTP/2 windows.
+pub const WINDOW_BYTES: &str = "folio_connection_window_reserved_bytes";
+/// Client connections open, on the gRPC and HTTP ports.
+pub const CONNECTIONS_OPEN: &str = "folio_connections_open";
 /// 1 while a fragment store's last upload or listing by this broker succeeded, by `store`.
 pub const STORE_HEALTHY: &str = "folio_store_healthy";
 /// 1 for this broker, labelled with its `zone` and `suffix`.
@@ -113,7 +117,20 @@ fn describe() {
     describe_gauge!(JOURNALS, "Journals this broker serves, by role.");
     describe_gauge!(SPOOLS_OPEN, "Spools holding committed content.");
     describe_gauge!(SPOOL_BYTES, Unit::Bytes, "Committed bytes in open spools.");
-    describe_gauge!(BUDGET_BYTES, Unit::Bytes, "Size of the memory budget.");
+    describe_gauge!(
+        BUDGET_BYTES,
+        Unit::Bytes,
+        "Size of the memory budget for content (the configured budget less the connections' windows)."
+    );
+    describe_gauge!(
+        WINDOW_BYTES,
+        Unit::Bytes,
+        "Bytes of the configured memory budget set aside for the connections' HTTP/2 windows."
+    );
+    describe_gauge!(
+        CONNECTIONS_OPEN,
+        "Client connections open, on the gRPC and HTTP ports (at most --max-connections)."
+    );
     describe_gauge!(
         BUDGET_USED_BYTES,
         Unit::Bytes,
@@ -184,6 +201,8 @@ pub fn render(handle: &PrometheusHandle, broker: &Broker) -> String {
     metrics::gauge!(SPOOLS_OPEN).set(budget.open_spools() as f64);
     metrics::gauge!(BUDGET_BYTES).set(budget.total() as f64);
     metrics::gauge!(BUDGET_USED_BYTES).set(budget.used() as f64);
+    metrics::gauge!(WINDOW_BYTES).set(broker.window_memory as f64);
+    metrics::gauge!(CONNECTIONS_OPEN).set(broker.connections.open() as f64);
     for (store, healthy) in stores {
         metrics::gauge!(STORE_HEALTHY, "store" => store.to_owned())
             .set(f64::from(u8::from(healthy)));

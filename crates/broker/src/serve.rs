@@ -125,6 +125,9 @@ pub enum ServeError {
         /// Why it failed.
         reason: String,
     },
+    /// A setting is out of range (the message names it and its value).
+    #[error("settings: {0}")]
+    Settings(String),
     /// The membership lease expired (the keyspace was unreachable for a whole TTL).
     #[error("membership lost: {0}")]
     MembershipLost(String),
@@ -175,6 +178,10 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    config
+        .limits
+        .check(config.memory_budget, config.http_listen.is_some())
+        .map_err(ServeError::Settings)?;
     let local = listener.local_addr()?;
     // Opened first: a port that cannot be had fails the start before the broker joins.
     let http = match config.http_listen {
@@ -265,7 +272,10 @@ pub async fn serve(
     )
     .await?;
 
-    let mut replica_config = ReplicaConfig::new(config.memory_budget);
+    // The connections' HTTP/2 windows are memory too: set aside, spools get the rest.
+    let mut replica_config = ReplicaConfig::new(
+        config.memory_budget - config.limits.window_memory(config.http_listen.is_some()),
+    );
     replica_config.budget_wait = config.budget_wait;
     replica_config.min_append_rate = config.min_append_rate;
     replica_config.upload_slots = Arc::new(tokio::sync::Semaphore::new(config.max_uploads.max(1)));
@@ -291,6 +301,7 @@ pub async fn serve(
                 metrics,
                 gateway,
                 tls,
+                broker.connections.clone(),
                 cancel.child_token(),
             )
             .instrument(tracing::info_span!("http")),
@@ -378,15 +389,20 @@ pub async fn serve(
     };
     let server = builder
         .layer(crate::metrics::GrpcMetricsLayer)
-        .initial_stream_window_size(8 << 20)
-        .initial_connection_window_size(16 << 20)
+        .initial_stream_window_size(config.limits.stream_window)
+        .initial_connection_window_size(config.limits.connection_window)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(journal)
         // Our own listener: nodelay must be set on its incoming stream (the builder's
         // `tcp_nodelay` applies only to listeners tonic binds itself). Without it, small
         // responses wait for Nagle's algorithm: ~40 ms stalls on acks and reads.
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stop);
+        .serve_with_incoming_shutdown(
+            broker
+                .connections
+                .counted("grpc", TcpIncoming::from(listener).with_nodelay(Some(true))),
+            stop,
+        );
     tokio::select! {
         served = server => served?,
         () = cut_off => tracing::warn!("RPCs still open after the shutdown grace; closing their connections"),

@@ -24,6 +24,13 @@ pub struct BrokerState {
     pub budget_total: usize,
     /// Bytes charged against the memory budget.
     pub budget_used: usize,
+    /// Bytes set aside from the configured budget for the connections' HTTP/2 windows
+    /// (`budget_total` is what is left for content).
+    pub window_memory: usize,
+    /// Client connections open now, on the gRPC and HTTP ports.
+    pub connections_open: usize,
+    /// Most client connections open at once (`--max-connections`).
+    pub connections_max: usize,
     /// The fragment stores this broker's replicas write to, with their health, in the order
     /// first seen.
     pub stores: Vec<StoreState>,
@@ -166,6 +173,9 @@ impl Broker {
             open_spools: budget.open_spools(),
             budget_total: budget.total(),
             budget_used: budget.used(),
+            window_memory: self.window_memory,
+            connections_open: self.connections.open(),
+            connections_max: self.connections.max(),
             stores,
         }
     }

@@ -116,6 +116,22 @@ pub struct ServeArgs {
     /// Reads open at once on this broker, blocking ones waiting for content included.
     #[arg(long, default_value_t = folio_broker::Limits::DEFAULT.reads as u32, env = "FOLIO_MAX_READS", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_reads: u32,
+    /// Client connections open at once, on the gRPC and HTTP ports together (peers'
+    /// included); more wait until one closes. Each may hold its HTTP/2 window of unread
+    /// content, so --max-connections x --http2-connection-window (at least 1MiB with an
+    /// HTTP port) is set aside from --memory-budget, and may be at most half of it.
+    #[arg(long, default_value_t = folio_broker::Limits::DEFAULT.connections as u32, env = "FOLIO_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// HTTP/2 receive window of one stream on the gRPC port: how much of an append (or a
+    /// replicated chunk) a client may send ahead of the broker reading it.
+    #[arg(long, default_value = "256KiB", env = "FOLIO_HTTP2_STREAM_WINDOW")]
+    pub http2_stream_window: String,
+    /// HTTP/2 receive window of one connection on the gRPC port, all its streams together.
+    /// Appends queued behind another to the same journal hold their stream's window
+    /// unread, so a connection pipelines up to this / --http2-stream-window large appends
+    /// per journal without stalling.
+    #[arg(long, default_value = "2MiB", env = "FOLIO_HTTP2_CONNECTION_WINDOW")]
+    pub http2_connection_window: String,
     /// A file holding the authorization keys (as --auth-keys), such as a mounted secret.
     #[arg(long, env = "FOLIO_AUTH_KEYS_FILE")]
     pub auth_keys_file: Option<PathBuf>,
@@ -169,6 +185,7 @@ struct Checked {
     http_listen: Option<std::net::SocketAddr>,
     tls: Option<folio_protocol::tls::Tls>,
     auth_keys: Option<folio_protocol::auth::Keys>,
+    limits: folio_broker::Limits,
 }
 
 /// The authorization keys of `--auth-keys` or `--auth-keys-file`, if either is set.
@@ -276,6 +293,27 @@ fn check(args: &ServeArgs) -> Result<Checked> {
         bail!("--endpoint: {endpoint:?} must be https:// when the broker serves TLS (--tls-cert)");
     }
     let auth_keys = auth_keys(args.auth_keys.as_deref(), args.auth_keys_file.as_deref())?;
+    let window = |flag: &str, text: &str| -> Result<u32> {
+        let n = byte_size(flag, text)?;
+        u32::try_from(n)
+            .ok()
+            .filter(|&n| n < 1 << 31)
+            .ok_or_else(|| {
+                anyhow::anyhow!("{flag}: {text:?} is over HTTP/2's largest window, 2GiB - 1")
+            })
+    };
+    let limits = folio_broker::Limits {
+        streams: args.max_streams as usize,
+        streams_per_connection: args.max_streams_per_connection as usize,
+        list_watches: args.max_list_watches as usize,
+        reads: args.max_reads as usize,
+        connections: args.max_connections as usize,
+        stream_window: window("--http2-stream-window", &args.http2_stream_window)?,
+        connection_window: window("--http2-connection-window", &args.http2_connection_window)?,
+    };
+    limits
+        .check(budget, http_listen.is_some())
+        .map_err(|e| anyhow::anyhow!(e))?;
     Ok(Checked {
         budget,
         max_message,
@@ -284,6 +322,7 @@ fn check(args: &ServeArgs) -> Result<Checked> {
         http_listen,
         tls,
         auth_keys,
+        limits,
     })
 }
 
@@ -319,7 +358,8 @@ pub fn check_config(args: &ServeArgs) -> Result<()> {
     println!(
         "configuration OK: listen {}, {mode}, prefix {}, member {}#{}, store {store}, \
          memory budget {} bytes, max message {} bytes, lease TTL {}, shutdown grace {}, \
-         HTTP port {}, TLS {}, authorization {}",
+         HTTP port {}, TLS {}, authorization {}, connections at most {} ({} bytes of HTTP/2 \
+         windows set aside from the budget)",
         args.listen,
         args.prefix,
         args.zone,
@@ -344,7 +384,9 @@ pub fn check_config(args: &ServeArgs) -> Result<()> {
                 keys.count()
             ),
             Some(keys) => format!("on ({} keys)", keys.count()),
-        }
+        },
+        checked.limits.connections,
+        checked.limits.window_memory(checked.http_listen.is_some()),
     );
     Ok(())
 }
@@ -359,6 +401,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         http_listen,
         tls,
         auth_keys,
+        limits,
     } = check(&args)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
@@ -415,12 +458,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         http_listen,
         tls,
         auth_keys,
-        limits: folio_broker::Limits {
-            streams: args.max_streams as usize,
-            streams_per_connection: args.max_streams_per_connection as usize,
-            list_watches: args.max_list_watches as usize,
-            reads: args.max_reads as usize,
-        },
+        limits,
     };
     let mode = if args.etcd.is_empty() {
         format!("embedded keyspace in {}", data_dir.display())

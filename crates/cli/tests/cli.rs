@@ -106,7 +106,10 @@ fn check_config_validates_every_setting_and_touches_nothing() {
     );
     assert!(text.contains("member zone-a#broker-0"), "{text}");
     assert!(
-        text.ends_with("HTTP port off, TLS off, authorization off\n"),
+        text.ends_with(
+            "HTTP port off, TLS off, authorization off, connections at most 128 \
+             (268435456 bytes of HTTP/2 windows set aside from the budget)\n"
+        ),
         "{text}"
     );
     assert!(!std::path::Path::new(data).exists(), "nothing was created");
@@ -114,7 +117,7 @@ fn check_config_validates_every_setting_and_touches_nothing() {
     // Each bad setting, by flag or by variable, is named with its value.
     /// Flags, variables, and what the error must say.
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case<'_>; 15] = [
+    let cases: [Case<'_>; 19] = [
         (
             &["--memory-budget", "lots"],
             &[],
@@ -191,6 +194,27 @@ fn check_config_validates_every_setting_and_touches_nothing() {
             &["--max-streams", "0"],
             &[],
             "--max-streams <MAX_STREAMS>': 0 is not in 1..",
+        ),
+        (
+            &["--max-connections", "512"],
+            &[],
+            "--max-connections: 512 connections x 2097152 bytes of HTTP/2 window = 1073741824 \
+             bytes, more than half of --memory-budget (1073741824 bytes)",
+        ),
+        (
+            &[],
+            &[("FOLIO_HTTP2_STREAM_WINDOW", "4MiB")],
+            "--http2-stream-window: 4194304 bytes is larger than --http2-connection-window (2097152 bytes)",
+        ),
+        (
+            &["--http2-connection-window", "16KiB"],
+            &[],
+            "--http2-connection-window: 16384 bytes is below HTTP/2's smallest window, 65535 bytes",
+        ),
+        (
+            &["--http2-stream-window", "3GiB"],
+            &[],
+            "--http2-stream-window: \"3GiB\" is over HTTP/2's largest window",
         ),
     ];
     for (args, env, expected) in cases {
