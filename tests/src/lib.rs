@@ -730,3 +730,21 @@ pub fn curl(args: &[&str]) -> CurlAnswer {
         body: out.stdout,
     }
 }
+
+/// The journals of a `List` answer's first snapshot, with their routes:
+/// `listed(client.list(ListRequest::default()).await).await`.
+pub async fn listed(
+    answer: std::result::Result<
+        tonic::Response<tonic::Streaming<folio_protocol::ListResponse>>,
+        tonic::Status,
+    >,
+) -> Vec<folio_protocol::list_response::Journal> {
+    answer
+        .expect("list")
+        .into_inner()
+        .message()
+        .await
+        .expect("list response")
+        .expect("a snapshot")
+        .journals
+}

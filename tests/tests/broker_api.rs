@@ -34,6 +34,18 @@ fn create_with(yaml_name: &str, fragment: &str) -> ApplyRequest {
     }
 }
 
+/// `journal`'s spec as `List` shows it.
+async fn listed_spec(
+    client: &mut JournalClient<Channel>,
+    journal: &str,
+) -> folio_protocol::JournalSpec {
+    folio_tests::listed(client.list(folio_protocol::ListRequest::default()).await)
+        .await
+        .into_iter()
+        .find_map(|j| j.spec.filter(|s| s.name == journal))
+        .expect("the journal")
+}
+
 async fn append(client: &mut JournalClient<Channel>, journal: &str, data: &'static [u8]) -> Status {
     let header = AppendRequest {
         journal: journal.to_owned(),
@@ -467,24 +479,27 @@ async fn refusals_name_field_value_and_rule_once() {
         ),
         "{message}"
     );
-    let listed = client
-        .list(folio_protocol::ListRequest::default())
-        .await
-        .expect("list")
-        .into_inner()
-        .next()
-        .await
-        .expect("a snapshot")
-        .expect("ok");
-    let spec = listed
-        .journals
-        .iter()
-        .find_map(|j| j.spec.as_ref().filter(|s| s.name == journal))
-        .expect("the journal");
+    let spec = listed_spec(&mut client, journal).await;
     assert_eq!(
         spec.fragment
             .as_ref()
             .map(|f| f.path_postfix_template.as_str()),
         Some("")
     );
+
+    // Durability PERSISTED is a valid spec, but no broker acknowledges on the store yet:
+    // the upsert is refused by name rather than stored as a promise appends do not keep.
+    let mut persisted = create_with(journal, "length: 1MiB, refresh_interval: 1s");
+    persisted.changes[0].expect_mod_revision = -1;
+    if let Some(spec) = persisted.changes[0].upsert.as_mut() {
+        spec.durability = folio_protocol::journal_spec::Durability::Persisted as i32;
+    }
+    let (code, message) = code_and_message(client.apply(persisted).await);
+    assert_eq!(code, tonic::Code::InvalidArgument);
+    assert!(
+        message.starts_with("changes[0].upsert.durability: PERSISTED is not served"),
+        "{message}"
+    );
+    let spec = listed_spec(&mut client, journal).await;
+    assert!(!spec.is_persisted(), "nothing changed");
 }

@@ -182,16 +182,7 @@ async fn read_all(client: &mut Client, journal: &str, to: i64) -> Vec<u8> {
 
 /// Every journal `client`'s broker lists, with its route.
 async fn list_journals(client: &mut Client) -> Vec<folio_protocol::list_response::Journal> {
-    client
-        .list(ListRequest::default())
-        .await
-        .expect("list")
-        .into_inner()
-        .next()
-        .await
-        .expect("a snapshot")
-        .expect("list response")
-        .journals
+    folio_tests::listed(client.list(ListRequest::default()).await).await
 }
 
 /// Each journal's primary (by broker id) as `client`'s broker lists it; `None` for a

@@ -434,17 +434,8 @@ async fn a_three_broker_cluster_replicates_and_proxies_over_mutual_tls_with_auth
         }
         expected.extend_from_slice(line.as_bytes());
     }
-    let listed = clients[1]
-        .list(ListRequest::default())
+    let route = folio_tests::listed(clients[1].list(ListRequest::default()).await)
         .await
-        .expect("list")
-        .into_inner()
-        .message()
-        .await
-        .expect("list response")
-        .expect("a snapshot");
-    let route = listed
-        .journals
         .iter()
         .find(|j| j.spec.as_ref().is_some_and(|s| s.name == journal))
         .and_then(|j| j.route.clone())

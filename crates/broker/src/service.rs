@@ -415,6 +415,15 @@ impl Journal for JournalService {
                 (Some(spec), "") => {
                     spec.validate()
                         .map_err(|e| invalid_field(e.within(format!("{field}.upsert"))))?;
+                    if spec.is_persisted() {
+                        // Stored and listed, but acknowledging on the store is not built
+                        // yet: accepting it would promise what appends do not keep.
+                        return Err(invalid(
+                            &format!("{field}.upsert.durability"),
+                            "PERSISTED is not served by this broker yet (appends are \
+                             acknowledged on replication only); apply REPLICATED",
+                        ));
+                    }
                     self.check_template_kept(&field, spec, change.expect_mod_revision)
                         .await?;
                     (

@@ -13,6 +13,8 @@
 //! | `fragment.path_postfix_template` | a [`PathPostfixTemplate`] |
 //! | `flags` | NOT_SPECIFIED, O_RDONLY, O_WRONLY or O_RDWR |
 //! | `max_append_rate` | not negative |
+//! | `durability` | REPLICATED or PERSISTED (Folio) |
+//! | `fragment.persist_interval` | zero (the default, 20 ms), or 1 ms to 10 s (Folio) |
 
 use std::time::Duration;
 
@@ -34,6 +36,12 @@ pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 pub const MAX_REFRESH_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// Shortest non-zero flush interval.
 pub const MIN_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
+/// The persist interval of a PERSISTED journal whose spec leaves it zero.
+pub const DEFAULT_PERSIST_INTERVAL: Duration = Duration::from_millis(20);
+/// Shortest non-zero persist interval.
+pub const MIN_PERSIST_INTERVAL: Duration = Duration::from_millis(1);
+/// Longest persist interval.
+pub const MAX_PERSIST_INTERVAL: Duration = Duration::from_secs(10);
 /// Schemes of fragment store URLs. `memory` is Folio's in-process store for tests.
 pub const STORE_SCHEMES: [&str; 6] = ["s3", "gs", "azure", "azure-ad", "file", "memory"];
 
@@ -71,7 +79,29 @@ impl JournalSpec {
             ))
             .within("max_append_rate"));
         }
+        if journal_spec::Durability::try_from(self.durability).is_err() {
+            return Err(ValidationError::new(format!(
+                "{} is not a durability (expected REPLICATED or PERSISTED)",
+                self.durability
+            ))
+            .within("durability"));
+        }
         Ok(())
+    }
+
+    /// Whether appends are acknowledged only once persisted (durability PERSISTED).
+    pub fn is_persisted(&self) -> bool {
+        self.durability() == journal_spec::Durability::Persisted
+    }
+
+    /// How long the primary of a PERSISTED journal gathers appends before persisting
+    /// them: `fragment.persist_interval`, or [`DEFAULT_PERSIST_INTERVAL`] when zero.
+    pub fn persist_interval(&self) -> Duration {
+        self.fragment
+            .as_ref()
+            .and_then(|f| duration_of(f.persist_interval.as_ref(), "persist_interval").ok())
+            .filter(|d| !d.is_zero())
+            .unwrap_or(DEFAULT_PERSIST_INTERVAL)
     }
 
     /// Whether reads of this journal are allowed by its flags.
@@ -151,6 +181,14 @@ impl journal_spec::Fragment {
         }
         PathPostfixTemplate::parse(&self.path_postfix_template)
             .map_err(|err| err.within("path_postfix_template"))?;
+        let persist = duration_of(self.persist_interval.as_ref(), "persist_interval")?;
+        if !persist.is_zero() && !(MIN_PERSIST_INTERVAL..=MAX_PERSIST_INTERVAL).contains(&persist) {
+            return Err(ValidationError::new(format!(
+                "{} is out of range (expected 0 for the default of 20ms, or 1ms <= persist_interval <= 10s)",
+                humantime::format_duration(persist)
+            ))
+            .within("persist_interval"));
+        }
         Ok(())
     }
 }
@@ -316,10 +354,12 @@ mod tests {
                 retention: None,
                 flush_interval: Some(proto_duration(Duration::from_secs(3600))),
                 path_postfix_template: "date={date}".into(),
+                persist_interval: None,
             }),
             flags: journal_spec::Flag::ORdwr as u32,
             max_append_rate: 0,
             suspend: None,
+            durability: journal_spec::Durability::Replicated as i32,
         }
     }
 
@@ -452,6 +492,15 @@ mod tests {
                 "unknown placeholder",
             ),
             (|s| s.flags = 3, "flags", "3 is not a flag"),
+            (|s| s.durability = 2, "durability", "2 is not a durability"),
+            (
+                |s| {
+                    s.fragment.as_mut().expect("f").persist_interval =
+                        Some(proto_duration(Duration::from_secs(11)))
+                },
+                "fragment.persist_interval",
+                "11s is out of range",
+            ),
             (
                 |s| s.max_append_rate = -5,
                 "max_append_rate",

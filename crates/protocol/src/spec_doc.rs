@@ -14,8 +14,10 @@
 //!       retention: 720h
 //!       flush_interval: 1h
 //!       path_postfix_template: date={date}/hour={hour}
+//!       persist_interval: 20ms   # Folio: group commit of PERSISTED appends
 //!     flags: O_RDWR
 //!     max_append_rate: 0
+//!     durability: REPLICATED     # Folio: or PERSISTED (acknowledged once in the store)
 //! ```
 //!
 //! Field names are the protocol's, in snake_case. Durations are written like `250ms`,
@@ -33,6 +35,8 @@
 //! | `fragment.refresh_interval` | 5m |
 //! | `fragment.retention`, `fragment.flush_interval` | 0 (forever, and no time-based roll) |
 //! | `flags` | NOT_SPECIFIED (read and write) |
+//! | `durability` | REPLICATED |
+//! | `fragment.persist_interval` | 0 (20 ms, used only by PERSISTED journals) |
 
 use std::time::Duration;
 
@@ -74,6 +78,18 @@ pub struct JournalSpecDoc {
     /// Suspension state; managed by brokers and passed through unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<SuspendDoc>,
+    /// When appends are acknowledged (Folio).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub durability: DurabilityDoc,
+}
+
+/// Durability names, as the protocol spells them.
+#[allow(clippy::upper_case_acronyms, missing_docs)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum DurabilityDoc {
+    #[default]
+    REPLICATED,
+    PERSISTED,
 }
 
 /// A label in its YAML / JSON form.
@@ -111,6 +127,9 @@ pub struct FragmentDoc {
     /// Path postfix template such as `date={date}/hour={hour}`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub path_postfix_template: String,
+    /// Group-commit interval of a PERSISTED journal; zero is the default (20 ms).
+    #[serde(with = "duration_text", skip_serializing_if = "Duration::is_zero")]
+    pub persist_interval: Duration,
 }
 
 impl Default for FragmentDoc {
@@ -123,6 +142,7 @@ impl Default for FragmentDoc {
             retention: Duration::ZERO,
             flush_interval: Duration::ZERO,
             path_postfix_template: String::new(),
+            persist_interval: Duration::ZERO,
         }
     }
 }
@@ -211,6 +231,8 @@ impl JournalSpecDoc {
                 retention: Some(proto_duration(f.retention)),
                 flush_interval: Some(proto_duration(f.flush_interval)),
                 path_postfix_template: f.path_postfix_template.clone(),
+                persist_interval: (!f.persist_interval.is_zero())
+                    .then(|| proto_duration(f.persist_interval)),
             }),
             flags: match self.flags {
                 FlagDoc::NOT_SPECIFIED => journal_spec::Flag::NotSpecified,
@@ -227,6 +249,10 @@ impl JournalSpecDoc {
                 } as i32,
                 offset: s.offset,
             }),
+            durability: match self.durability {
+                DurabilityDoc::REPLICATED => journal_spec::Durability::Replicated,
+                DurabilityDoc::PERSISTED => journal_spec::Durability::Persisted,
+            } as i32,
         };
         spec.validate()
             .map_err(|err| err.within(format!("journal {:?}", self.name)))?;
@@ -271,6 +297,7 @@ impl JournalSpecDoc {
                 retention: duration_of(f.retention.as_ref(), "retention")?,
                 flush_interval: duration_of(f.flush_interval.as_ref(), "flush_interval")?,
                 path_postfix_template: f.path_postfix_template,
+                persist_interval: duration_of(f.persist_interval.as_ref(), "persist_interval")?,
             },
             flags,
             max_append_rate: spec.max_append_rate,
@@ -282,6 +309,10 @@ impl JournalSpecDoc {
                 },
                 offset: s.offset,
             }),
+            durability: match spec.durability() {
+                journal_spec::Durability::Replicated => DurabilityDoc::REPLICATED,
+                journal_spec::Durability::Persisted => DurabilityDoc::PERSISTED,
+            },
         })
     }
 }
@@ -491,6 +522,42 @@ journals:
         );
     }
 
+    /// Folio's durability tier: PERSISTED with its group-commit interval, listed back as
+    /// written; a REPLICATED journal (the default) lists neither field, as Gazette's do.
+    #[test]
+    fn durability_and_persist_interval_round_trip() {
+        let yaml = "journals:\n  - name: acme/orders\n    durability: PERSISTED\n    fragment: { persist_interval: 5ms }\n  - name: acme/clicks\n";
+        let specs = SpecsDocument::from_yaml(yaml).expect("valid");
+        assert!(specs[0].is_persisted());
+        assert_eq!(specs[0].durability, 1);
+        assert_eq!(specs[0].persist_interval(), Duration::from_millis(5));
+        assert!(!specs[1].is_persisted());
+        assert_eq!(
+            specs[1].persist_interval(),
+            crate::spec::DEFAULT_PERSIST_INTERVAL
+        );
+        let doc = SpecsDocument::from_specs(&specs).expect("doc");
+        let listed = doc.to_yaml();
+        assert!(listed.contains("durability: PERSISTED"), "{listed}");
+        assert!(listed.contains("persist_interval: 5ms"), "{listed}");
+        assert_eq!(listed.matches("durability").count(), 1, "{listed}");
+        assert_eq!(listed.matches("persist_interval").count(), 1, "{listed}");
+        assert_eq!(SpecsDocument::from_yaml(&listed).expect("again"), specs);
+        assert_eq!(
+            SpecsDocument::from_json(&doc.to_json()).expect("json"),
+            specs
+        );
+
+        // A value no Folio knows, as a newer writer might store it: refused by name.
+        let mut odd = specs[0].clone();
+        odd.durability = 7;
+        let err = odd.validate().expect_err("durability 7").to_string();
+        assert!(
+            err.contains("durability: 7 is not a durability (expected REPLICATED or PERSISTED)"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn unknown_fields_name_the_field_and_line() {
         let text = "journals:\n  - name: acme/x\n    replicaton: 3\n";
@@ -519,6 +586,15 @@ journals:
             ),
             ("    replication: 9\n", "replication: 9 is out of range"),
             ("    flags: O_APPEND\n", "unknown variant `O_APPEND`"),
+            ("    durability: FAST\n", "unknown variant `FAST`"),
+            (
+                "    fragment: { persist_interval: 20s }\n",
+                "fragment.persist_interval: 20s is out of range",
+            ),
+            (
+                "    fragment: { persist_interval: 500us }\n",
+                "fragment.persist_interval: 500us is out of range",
+            ),
         ];
         for (extra, want) in cases {
             let text = format!("journals:\n  - name: acme/clicks\n{extra}");
@@ -660,6 +736,8 @@ journals:
             ],
             flags in flag(),
             rate in 0i64..1_000_000_000,
+            persisted in any::<bool>(),
+            persist_ms in prop_oneof![Just(0u64), 1u64..=10_000],
         ) -> JournalSpecDoc {
             JournalSpecDoc {
                 name,
@@ -673,10 +751,12 @@ journals:
                     retention: Duration::from_millis(retention_ms),
                     flush_interval: Duration::from_secs(flush),
                     path_postfix_template: template,
+                    persist_interval: Duration::from_millis(persist_ms),
                 },
                 flags,
                 max_append_rate: rate,
                 suspend: None,
+                durability: if persisted { DurabilityDoc::PERSISTED } else { DurabilityDoc::REPLICATED },
             }
         }
     }
