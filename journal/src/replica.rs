@@ -233,6 +233,13 @@ struct Inner {
     ahead_at_sync: std::sync::atomic::AtomicBool,
     /// Memory ran short while an append held the pipeline: roll at the next append.
     roll_requested: std::sync::atomic::AtomicBool,
+    /// Offset below which every committed byte is in a fragment file this replica
+    /// uploaded or listed (it only grows); PERSISTED appends are acknowledged, and shown
+    /// to readers, once it passes their end.
+    durable: watch::Sender<i64>,
+    /// Woken by a PERSISTED append waiting for its fragment: the group commit closes the
+    /// spool a persist interval later.
+    group_commit: tokio::sync::Notify,
     /// Cancelled when the route changes: a primary's stream from an older route (a paused
     /// or partitioned former primary) must not keep this replica's spool.
     replication_cancel: Mutex<CancellationToken>,
@@ -326,6 +333,8 @@ impl Replica {
             awaited: Mutex::new(Vec::new()),
             ahead_at_sync: std::sync::atomic::AtomicBool::new(false),
             roll_requested: std::sync::atomic::AtomicBool::new(false),
+            durable: watch::Sender::new(0),
+            group_commit: tokio::sync::Notify::new(),
             replication_cancel: Mutex::new(CancellationToken::new()),
             tasks: Mutex::new(JoinSet::new()),
         });
@@ -358,6 +367,11 @@ impl Replica {
             tasks.spawn(
                 async move { relief.relieve_pressure().await }
                     .instrument(tracing::info_span!("memory_relief", %journal)),
+            );
+            let committer = replica.clone();
+            tasks.spawn(
+                async move { committer.group_commit().await }
+                    .instrument(tracing::info_span!("group_commit", %journal)),
             );
         }
         replica
@@ -545,9 +559,31 @@ impl Replica {
 
 impl PersistSink for Replica {
     fn persisted(&self, local_begin: i64, stored: Fragment) {
-        let mut state = self.lock_state();
-        state.local.remove(&local_begin);
-        state.index.insert(stored);
+        let through = {
+            let mut state = self.lock_state();
+            state.local.remove(&local_begin);
+            state.index.insert(stored);
+            // Closed fragments persist in order of their offsets only per upload: the
+            // first one still in memory (or the open spool) bounds what is durable.
+            state
+                .local
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or_else(|| state.spool.begin())
+        };
+        self.inner.durable.send_if_modified(|durable| {
+            let moved = through > *durable;
+            if moved {
+                *durable = through;
+            }
+            moved
+        });
+        // A PERSISTED journal's readers see content once it is durable (they must never
+        // read bytes that a loss of every broker could take back).
+        if self.is_primary() && self.spec().is_persisted() {
+            self.show_through(through);
+        }
     }
 
     fn store_health(&self, error: Option<String>) {

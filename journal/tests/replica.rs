@@ -827,3 +827,142 @@ async fn a_commit_carries_the_sha1_of_its_own_append() {
     }
     assert_eq!(replica.shutdown(Duration::from_secs(10)).await, 0);
 }
+
+fn persisted_spec(name: &str, interval: &str) -> JournalSpec {
+    let yaml = format!(
+        "journals:\n  - name: {name}\n    durability: PERSISTED\n    fragment: {{ length: 1MiB, compression_codec: NONE, refresh_interval: 1s, persist_interval: {interval} }}\n"
+    );
+    SpecsDocument::from_yaml(&yaml)
+        .expect("valid spec")
+        .remove(0)
+}
+
+/// Durability PERSISTED: an append is acknowledged only once a file holding it is in the
+/// store, appends waiting together share one file (group commit), and readers never see
+/// what is not yet durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persisted_appends_are_acknowledged_once_in_the_store_and_group_committed() {
+    let store = memory_store();
+    let name = "acme/p/p0";
+    let replica = Replica::start(
+        persisted_spec(name, "50ms"),
+        vec![store.clone()],
+        ReplicaConfig::new(64 << 20),
+    );
+    let (begin, end) = append(&replica, &[b"first\n"]).await;
+    assert_eq!((begin, end), (0, 6));
+    let listed = list_fragments(&store, name, &Default::default())
+        .await
+        .expect("list");
+    assert_eq!(
+        listed.last().map(|f| f.end),
+        Some(6),
+        "acknowledged only once in the store"
+    );
+    assert_eq!(read_range(&replica, 0, 6).await, b"first\n");
+
+    // 32 appends at once: each is acknowledged in the store, in far fewer files.
+    let line: &'static [u8] = b"0123456789abcdef\n";
+    let appends: Vec<_> = (0..32)
+        .map(|_| {
+            let replica = replica.clone();
+            tokio::spawn(async move { append(&replica, &[line]).await })
+        })
+        .collect();
+    let mut ends = Vec::new();
+    for task in appends {
+        ends.push(task.await.expect("task").1);
+    }
+    let total = 6 + 32 * line.len() as i64;
+    assert_eq!(ends.iter().max(), Some(&total));
+    let listed = list_fragments(&store, name, &Default::default())
+        .await
+        .expect("list");
+    assert_eq!(listed.last().map(|f| f.end), Some(total));
+    assert!(listed.windows(2).all(|w| w[0].end == w[1].begin), "no gaps");
+    assert!(
+        listed.len() <= 8,
+        "32 appends waiting together were committed in {} files",
+        listed.len()
+    );
+
+    // An offset-checked append names the committed end.
+    let out = replica
+        .append(
+            AppendParams {
+                offset: total,
+                ..Default::default()
+            },
+            chunks(&[b"at the end\n"], true),
+        )
+        .await
+        .expect("append at the committed end");
+    assert_eq!(out.commit.begin, total);
+    replica.shutdown(Duration::from_secs(10)).await;
+}
+
+/// With the store down, a PERSISTED append is never acknowledged: it fails with
+/// FRAGMENT_STORE_UNHEALTHY within `budget_wait`, and readers do not see it until the
+/// store has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persisted_appends_fail_cleanly_while_the_store_is_down() {
+    let (store, down) = flaky_store(false);
+    let name = "acme/p/p1";
+    let mut config = ReplicaConfig::new(64 << 20);
+    config.budget_wait = Duration::from_millis(500);
+    config.persist.max_attempts = 1;
+    let replica = Replica::start(persisted_spec(name, "10ms"), vec![store.clone()], config);
+    append(&replica, &[b"before\n"]).await;
+    down.store(true, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let err = replica
+        .append(AppendParams::default(), chunks(&[b"during\n"], true))
+        .await
+        .expect_err("not acknowledged while the store is down");
+    assert!(matches!(err, Error::StoreUnhealthy(_)), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered within a bounded time"
+    );
+    assert_eq!(replica.write_head(), 7, "readers do not see it");
+    down.store(false, Ordering::SeqCst);
+    // The persister retries on its own backoff: the failed append lands in the store.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while replica.progress().persisted_end < 14 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never persisted: {:?}",
+            replica.progress()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(replica.write_head(), 14, "shown to readers once durable");
+    let (_, end) = append(&replica, &[b"after\n"]).await;
+    assert_eq!(end, 7 + 7 + 6);
+    assert_eq!(
+        read_range(&replica, 0, end).await,
+        b"before\nduring\nafter\n",
+        "the unacknowledged append was persisted once the store answered"
+    );
+    replica.shutdown(Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn a_persisted_journal_without_a_store_refuses_appends_by_name() {
+    let replica = Replica::start(
+        persisted_spec("acme/p/p2", "0s"),
+        Vec::new(),
+        ReplicaConfig::new(1 << 20),
+    );
+    let err = replica
+        .append(AppendParams::default(), chunks(&[b"x\n"], true))
+        .await
+        .expect_err("no store");
+    assert!(
+        err.to_string()
+            .contains("has durability PERSISTED but no fragment store"),
+        "{err}"
+    );
+    assert_eq!(replica.write_head(), 0);
+    replica.shutdown(Duration::from_secs(1)).await;
+}

@@ -499,3 +499,51 @@ async fn a_replica_short_of_memory_gets_its_primary_to_roll() {
         "every fragment fits the small member's budget"
     );
 }
+
+/// Durability PERSISTED with replication 3: every append is acknowledged once every
+/// member holds it and a file holding it is in the store; appends waiting together are
+/// committed in one roll through the pipeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persisted_appends_wait_for_replication_and_the_store() {
+    let journal = "replication/persisted";
+    let cluster = cluster(journal);
+    for replica in &cluster.replicas {
+        let mut spec = spec(journal, "1MiB");
+        spec.durability = folio_protocol::journal_spec::Durability::Persisted as i32;
+        replica.set_spec(spec);
+    }
+    let p = cluster.replicas[0].clone();
+    let store = FragmentStore::open(&cluster.store_url).expect("store");
+    let line: &'static [u8] = b"persisted line\n";
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let p = p.clone();
+            tokio::spawn(async move {
+                p.append(AppendParams::default(), chunks(&[line]))
+                    .await
+                    .map(|out| out.commit.end)
+            })
+        })
+        .collect();
+    let mut ends = Vec::new();
+    for task in tasks {
+        ends.push(task.await.expect("task").expect("acknowledged"));
+    }
+    let total = 16 * line.len() as i64;
+    assert_eq!(ends.iter().max(), Some(&total));
+    // Acknowledged: the store has all of it, without waiting.
+    let listed = list_fragments(&store, journal, &Default::default())
+        .await
+        .expect("list");
+    assert_eq!(listed.last().map(|f| f.end), Some(total), "{listed:?}");
+    assert!(listed.windows(2).all(|w| w[0].end == w[1].begin), "no gaps");
+    assert!(
+        listed.len() <= 8,
+        "16 appends waiting together took {} files",
+        listed.len()
+    );
+    for replica in &cluster.replicas[1..] {
+        head_reaches(replica, total).await;
+    }
+    assert_eq!(p.write_head(), total);
+}

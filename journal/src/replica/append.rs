@@ -29,6 +29,14 @@ impl Replica {
         if !spec.may_write() {
             return Err(Error::NotAllowed("appends"));
         }
+        let persisted = spec.is_persisted();
+        if persisted && self.inner.stores.is_empty() {
+            return Err(Error::StoreUnhealthy(format!(
+                "journal {:?} has durability PERSISTED but no fragment store to persist to \
+                 (name one in fragment.stores, or give the broker a default store)",
+                self.inner.name
+            )));
+        }
         if !self.is_primary() {
             return Err(Error::NotPrimary);
         }
@@ -49,7 +57,13 @@ impl Replica {
                 self.ensure_synced(&mut append, &spec).await?;
             }
         }
-        let head = self.write_head();
+        // A PERSISTED journal's readers lag its committed end until the content is
+        // durable; the offset an append must name is the committed end.
+        let head = if persisted {
+            self.lock_state().spool.end()
+        } else {
+            self.write_head()
+        };
         if params.offset != 0 && params.offset != head {
             return Err(Error::WrongAppendOffset {
                 requested: params.offset,
@@ -194,6 +208,12 @@ impl Replica {
             append.spool_segment = Some(segment_of(&spec, self.now_unix()));
         }
         if !peers {
+            if persisted {
+                drop(append);
+                return self
+                    .await_durable(AppendOutcome { commit, registers })
+                    .await;
+            }
             self.show_through(commit.end);
             return Ok(AppendOutcome { commit, registers });
         }
@@ -212,6 +232,8 @@ impl Replica {
         let answered = append.pipeline.expect(
             Some(confirm),
             Box::new(move |answers| match answers {
+                // A PERSISTED append is shown once durable (`PersistSink::persisted`).
+                Ok(None) if persisted => {}
                 Ok(None) => replica.show_through(end),
                 _ => replica.failed_from(begin, before),
             }),
@@ -223,12 +245,71 @@ impl Replica {
             ))
         });
         match answers {
+            Ok(None) if persisted => {
+                self.await_durable(AppendOutcome { commit, registers })
+                    .await
+            }
             Ok(None) => Ok(AppendOutcome { commit, registers }),
             Ok(Some((peer, _))) => Err(Error::Replication(format!(
                 "a peer refused the commit of [{}, {}): its fragment is [{}, {})",
                 proposal.begin, proposal.end, peer.begin, peer.end
             ))),
             Err(err) => Err(err),
+        }
+    }
+
+    /// Waits until a committed PERSISTED append is in a fragment file confirmed in the
+    /// store (the group commit closes the spool within a persist interval), at most
+    /// `budget_wait`; past it the append is answered `FRAGMENT_STORE_UNHEALTHY` and not
+    /// acknowledged (it stays committed and is persisted once the store answers: a client
+    /// that retries may append it twice, as after any unacknowledged append).
+    async fn await_durable(&self, outcome: AppendOutcome) -> Result<AppendOutcome> {
+        let end = outcome.commit.end;
+        self.inner.group_commit.notify_one();
+        let mut durable = self.inner.durable.subscribe();
+        let wait = self.inner.config.budget_wait;
+        match tokio::time::timeout(wait, durable.wait_for(|d| *d >= end)).await {
+            Ok(Ok(_)) => Ok(outcome),
+            Ok(Err(_)) => Err(Error::ShuttingDown),
+            Err(_) => Err(Error::StoreUnhealthy(self.store_health_error().unwrap_or_else(
+                || {
+                    format!(
+                        "the fragment holding [{}, {end}) was not confirmed in the store within {wait:?}",
+                        outcome.commit.begin
+                    )
+                },
+            ))),
+        }
+    }
+
+    /// The group commit of PERSISTED appends: a persist interval after the first append
+    /// waiting for its fragment, the primary closes the spool (through the pipeline when
+    /// it has peers, under the append lock) so the persister uploads everything waiting
+    /// in one file, and every append in it is acknowledged at once.
+    pub(super) async fn group_commit(&self) {
+        loop {
+            tokio::select! {
+                () = self.inner.group_commit.notified() => {}
+                () = self.inner.cancel.cancelled() => return,
+            }
+            let spec = self.spec();
+            tokio::select! {
+                () = tokio::time::sleep(spec.persist_interval()) => {}
+                () = self.inner.cancel.cancelled() => return,
+            }
+            if !self.is_primary() {
+                continue;
+            }
+            let mut append = tokio::select! {
+                guard = self.inner.append_lock.lock() => guard,
+                () = self.inner.stopping.cancelled() => continue,
+            };
+            self.inner
+                .roll_requested
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            if let Err(err) = self.maybe_roll(&mut append, &spec).await {
+                tracing::warn!(journal = %self.inner.name, %err, "closing the spool for a group commit failed");
+            }
         }
     }
 
