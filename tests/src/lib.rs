@@ -748,3 +748,17 @@ pub async fn listed(
         .expect("a snapshot")
         .journals
 }
+
+/// The seed of a randomized test: `FOLIO_TEST_SEED` when set (to replay a run), else the
+/// clock. Tests print it.
+pub fn seed() -> u64 {
+    std::env::var("FOLIO_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                | 1
+        })
+}

@@ -487,19 +487,31 @@ async fn refusals_name_field_value_and_rule_once() {
         Some("")
     );
 
-    // Durability PERSISTED is a valid spec, but no broker acknowledges on the store yet:
-    // the upsert is refused by name rather than stored as a promise appends do not keep.
+    // Folio's durability field is stored and listed (and a bad value refused by name).
     let mut persisted = create_with(journal, "length: 1MiB, refresh_interval: 1s");
     persisted.changes[0].expect_mod_revision = -1;
+    let mut odd = persisted.clone();
+    if let Some(spec) = odd.changes[0].upsert.as_mut() {
+        spec.durability = 9;
+    }
+    let (code, message) = code_and_message(client.apply(odd).await);
+    assert_eq!(code, tonic::Code::InvalidArgument);
+    assert!(
+        message.starts_with("changes[0].upsert.durability: 9 is not a durability"),
+        "{message}"
+    );
+    assert!(
+        !listed_spec(&mut client, journal).await.is_persisted(),
+        "nothing changed"
+    );
     if let Some(spec) = persisted.changes[0].upsert.as_mut() {
         spec.durability = folio_protocol::journal_spec::Durability::Persisted as i32;
     }
-    let (code, message) = code_and_message(client.apply(persisted).await);
-    assert_eq!(code, tonic::Code::InvalidArgument);
-    assert!(
-        message.starts_with("changes[0].upsert.durability: PERSISTED is not served"),
-        "{message}"
-    );
-    let spec = listed_spec(&mut client, journal).await;
-    assert!(!spec.is_persisted(), "nothing changed");
+    let applied = client
+        .apply(persisted)
+        .await
+        .expect("apply PERSISTED")
+        .into_inner();
+    assert_eq!(applied.status(), Status::Ok);
+    assert!(listed_spec(&mut client, journal).await.is_persisted());
 }

@@ -168,18 +168,6 @@ async fn busiest(rig: &Rig) -> usize {
     best.0
 }
 
-fn seed() -> u64 {
-    std::env::var("FOLIO_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("time")
-                .as_nanos() as u64
-        })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_sums_stay_exact_while_consumers_and_brokers_are_killed() {
     let etcd = folio_tests::etcd_endpoint().expect("etcd test environment");
@@ -260,7 +248,7 @@ async fn stream_sums_stay_exact_while_consumers_and_brokers_are_killed() {
     assert_eq!(applied.status, 0, "shards applied");
     wait_ready(&rig).await;
 
-    let seed = seed();
+    let seed = folio_tests::seed();
     eprintln!("chunker seed {seed} (FOLIO_TEST_SEED={seed} repeats it)");
     let expect = rig.dir.path().join("expect.json");
     let chunker_log = std::fs::File::create(rig.dir.path().join("chunker.log")).expect("log");

@@ -229,6 +229,19 @@ impl Broker {
         self.view.get(&self.layout.spec_key(name)).is_some()
     }
 
+    /// Whether `journal` has durability PERSISTED (`local`: this broker's replica of it).
+    /// Its reads go to the primary, whose readers see only durable content.
+    pub(crate) fn is_persisted(&self, journal: &str, local: Option<&Replica>) -> bool {
+        if let Some(replica) = local {
+            return replica.spec().is_persisted();
+        }
+        let (name, _) = folio_protocol::split_meta(journal);
+        self.view
+            .get(&self.layout.spec_key(name))
+            .and_then(|kv| self.layout.decode_spec(&kv).ok())
+            .is_some_and(|e| e.spec.is_persisted())
+    }
+
     /// The members an append to `journal` needs in its route (its spec's replication; 1
     /// for a single broker), or `None` when there is no such journal. `local` is this
     /// broker's replica of it, if any: its spec answers without decoding the stored one.

@@ -97,10 +97,11 @@ impl JournalService {
                 .broker
                 .required_members(journal, replica.as_ref())
                 .map(|members| Purpose::Append { members }),
-            Kind::Read => self
-                .broker
-                .has_spec(journal)
-                .then_some(Purpose::Read { any_member: true }),
+            // Any member serves reads, but a replica shows content its primary confirmed,
+            // which for a PERSISTED journal may not be durable yet: those go to the primary.
+            Kind::Read => self.broker.has_spec(journal).then(|| Purpose::Read {
+                any_member: !self.broker.is_persisted(journal, replica.as_ref()),
+            }),
             Kind::ListFragments => self
                 .broker
                 .has_spec(journal)
@@ -415,15 +416,6 @@ impl Journal for JournalService {
                 (Some(spec), "") => {
                     spec.validate()
                         .map_err(|e| invalid_field(e.within(format!("{field}.upsert"))))?;
-                    if spec.is_persisted() {
-                        // Stored and listed, but acknowledging on the store is not built
-                        // yet: accepting it would promise what appends do not keep.
-                        return Err(invalid(
-                            &format!("{field}.upsert.durability"),
-                            "PERSISTED is not served by this broker yet (appends are \
-                             acknowledged on replication only); apply REPLICATED",
-                        ));
-                    }
                     self.check_template_kept(&field, spec, change.expect_mod_revision)
                         .await?;
                     (
