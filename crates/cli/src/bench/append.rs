@@ -47,6 +47,10 @@ pub struct AppendArgs {
     /// Leave the NATS JetStream peer out (it is run by default and needs nats-server).
     #[arg(long)]
     pub skip_nats: bool,
+    /// Also measure the broker with journals of durability PERSISTED (acknowledged once
+    /// in the store, group-committed every 20 ms), as a subject of its own.
+    #[arg(long)]
+    pub persisted: bool,
     #[command(flatten)]
     pub broker: BrokerArgs,
     #[command(flatten)]
@@ -68,6 +72,7 @@ struct Report<'a> {
 const SINK: &str = "grpc sink (baseline)";
 const BROKER: &str = "folio broker";
 const NATS: &str = "nats jetstream (peer)";
+const PERSISTED: &str = "folio broker, PERSISTED";
 
 /// The table's columns, shared with the tail scenario's naming.
 const COLUMNS: [Column; 7] = [
@@ -119,6 +124,10 @@ pub async fn run(args: AppendArgs) -> Result<()> {
         Some(_) => (1, 2),
         None => (0, 1),
     };
+    if args.persisted {
+        subjects.push((PERSISTED.to_owned(), Vec::new()));
+    }
+    let nats_at = subjects.len();
     if nats.is_some() {
         subjects.push((NATS.to_owned(), Vec::new()));
     }
@@ -160,6 +169,30 @@ pub async fn run(args: AppendArgs) -> Result<()> {
         broker.check_running()?;
         subjects[broker_at].1.push(measured.context("the broker")?);
 
+        if args.persisted {
+            let persisted: Vec<String> = journals.iter().map(|j| format!("{j}p")).collect();
+            let specs = persisted
+                .iter()
+                .map(|name| {
+                    let mut spec = journal_spec(
+                        name,
+                        args.fragment_length.0,
+                        args.codec,
+                        broker.store.as_deref(),
+                    )?;
+                    spec.durability = folio_protocol::journal_spec::Durability::Persisted as i32;
+                    Ok(spec)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            broker.create_journals(specs).await?;
+            let senders = grpc_senders(&broker.endpoint, &args.load, &persisted, &payload).await?;
+            let measured = measure(&args.load, senders, broker.pid).await;
+            broker.check_running()?;
+            subjects[broker_at + 1]
+                .1
+                .push(measured.context("the broker, PERSISTED")?);
+        }
+
         if let Some(nats) = &nats {
             let stream = format!("BENCH_{}_{run}", id.replace('-', "_"));
             nats.create_stream(&stream, &format!("bench.{run}.>"))
@@ -169,7 +202,7 @@ pub async fn run(args: AppendArgs) -> Result<()> {
                 .collect();
             let senders = nats.senders(&args.load, &subjects_of_run, &payload).await?;
             let measured = measure(&args.load, senders, nats.pid()).await;
-            subjects[broker_at + 1]
+            subjects[nats_at]
                 .1
                 .push(measured.context("NATS JetStream")?);
             nats.delete_stream(&stream).await?;
