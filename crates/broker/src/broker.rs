@@ -235,11 +235,16 @@ impl Broker {
         if let Some(replica) = local {
             return replica.spec().is_persisted();
         }
+        self.stored_spec(journal)
+            .is_some_and(|spec| spec.is_persisted())
+    }
+
+    /// `journal`'s spec as the view holds it (a `;suffix` is ignored), decoded; `None`
+    /// when there is no such journal or its stored spec does not decode.
+    fn stored_spec(&self, journal: &str) -> Option<folio_protocol::JournalSpec> {
         let (name, _) = folio_protocol::split_meta(journal);
-        self.view
-            .get(&self.layout.spec_key(name))
-            .and_then(|kv| self.layout.decode_spec(&kv).ok())
-            .is_some_and(|e| e.spec.is_persisted())
+        let kv = self.view.get(&self.layout.spec_key(name))?;
+        self.layout.decode_spec(&kv).ok().map(|e| e.spec)
     }
 
     /// The members an append to `journal` needs in its route (its spec's replication; 1
@@ -249,14 +254,11 @@ impl Broker {
         let replication = match local {
             Some(replica) if self.has_spec(journal) => replica.replication(),
             Some(_) => return None,
-            None => {
-                let (name, _) = folio_protocol::split_meta(journal);
-                let kv = self.view.get(&self.layout.spec_key(name))?;
-                // A spec that does not decode was refused at apply; count it as 1.
-                self.layout
-                    .decode_spec(&kv)
-                    .map_or(1, |e| e.spec.replication)
+            // A spec that does not decode was refused at apply; count it as 1.
+            None if self.has_spec(journal) => {
+                self.stored_spec(journal).map_or(1, |s| s.replication)
             }
+            None => return None,
         };
         if self.single_broker {
             return Some(1);
