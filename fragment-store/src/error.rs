@@ -147,6 +147,17 @@ impl Error {
         self.kind().is_retryable()
     }
 
+    /// Whether the store has no such object (a fragment file removed since it was listed).
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            Error::Store {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }
+        )
+    }
+
     /// Whether the store refused our credentials.
     pub fn is_auth_error(&self) -> bool {
         self.kind() == ErrorKind::StoreAuth
@@ -202,6 +213,7 @@ mod tests {
         });
         assert_eq!(missing.kind(), ErrorKind::StoreFailed);
         assert!(!missing.is_retryable() && !missing.is_auth_error());
+        assert!(missing.is_not_found() && !denied.is_not_found());
     }
 
     #[test]

@@ -36,12 +36,17 @@ pub async fn prune(
         .collect();
     if !dry_run {
         for fragment in &expired {
-            let path = store.path(&format_fragment_path(fragment))?;
-            match store.object_store().delete(&path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(Error::store("delete", &path, e)),
-            }
+            remove(store, fragment).await?;
         }
     }
     Ok(expired)
+}
+
+/// Deletes `fragment`'s file from `store`; a file already gone counts as deleted.
+pub async fn remove(store: &FragmentStore, fragment: &Fragment) -> Result<()> {
+    let path = store.path(&format_fragment_path(fragment))?;
+    match store.object_store().delete(&path).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(Error::store("delete", &path, e)),
+    }
 }

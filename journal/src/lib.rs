@@ -12,7 +12,8 @@
 //! - the persister queue that uploads closed fragments and never drops one ([`persister`]);
 //! - the fragment index of the journal (local fragments plus store listings) and reads
 //!   from the spool, from memory, from the store, or as signed URLs ([`replica`]);
-//! - the append pipeline to peers ([`pipeline`]).
+//! - the append pipeline to peers ([`pipeline`]);
+//! - compaction of PERSISTED journals' small files ([`compact`]).
 //!
 //! It talks to peers only through protocol messages. It must not know about tonic
 //! servers, etcd, or how journals are assigned to brokers: the broker hands it a spec and
@@ -20,6 +21,7 @@
 
 pub mod budget;
 pub mod clock;
+pub mod compact;
 mod error;
 pub mod flow;
 pub mod metrics;

@@ -35,6 +35,13 @@ pub const BUDGET_WAITS: &str = "folio_memory_budget_waits_total";
 /// Time charges waited for the memory budget.
 pub const BUDGET_WAIT_SECONDS: &str = "folio_memory_budget_wait_duration_seconds";
 
+/// Merged files compaction uploaded (PERSISTED journals).
+pub const COMPACTION_MERGES: &str = "folio_compaction_merges_total";
+/// Small files compaction merged into larger ones.
+pub const COMPACTION_MERGED_FILES: &str = "folio_compaction_merged_files_total";
+/// Files compaction removed from the store once a merged file held them.
+pub const COMPACTION_REMOVED_FILES: &str = "folio_compaction_removed_files_total";
+
 /// Registers this crate's metric descriptions with the installed recorder.
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -83,6 +90,18 @@ pub fn describe() {
     describe_counter!(
         LISTING_FAILURES,
         "Failed listings of journals' fragment stores (each is retried)."
+    );
+    describe_counter!(
+        COMPACTION_MERGES,
+        "Merged files compaction uploaded for PERSISTED journals."
+    );
+    describe_counter!(
+        COMPACTION_MERGED_FILES,
+        "Small persisted files compaction merged into larger ones."
+    );
+    describe_counter!(
+        COMPACTION_REMOVED_FILES,
+        "Files compaction removed once a merged file held them."
     );
     describe_counter!(
         BUDGET_WAITS,

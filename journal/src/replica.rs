@@ -36,6 +36,7 @@ use crate::rate::RateLimiter;
 use crate::spool::Spool;
 
 mod append;
+mod compact;
 mod read;
 mod refresh;
 mod replicate;
@@ -81,6 +82,8 @@ pub struct ReplicaConfig {
     pub clock: Arc<dyn Clock>,
     /// Opens `Replicate` streams to the route's other members.
     pub connector: Arc<dyn Connector>,
+    /// How PERSISTED journals' small files are merged and removed.
+    pub compaction: crate::compact::CompactionConfig,
 }
 
 impl ReplicaConfig {
@@ -96,6 +99,7 @@ impl ReplicaConfig {
             verify_slots: Arc::new(tokio::sync::Semaphore::new(VERIFYING_READS)),
             clock: Arc::new(SystemClock),
             connector: Arc::new(NoPeers),
+            compaction: crate::compact::CompactionConfig::default(),
         }
     }
 }
@@ -240,6 +244,11 @@ struct Inner {
     /// Woken by a PERSISTED append waiting for its fragment: the group commit closes the
     /// spool a persist interval later.
     group_commit: tokio::sync::Notify,
+    /// Woken when a PERSISTED journal's file is persisted: a compaction pass follows.
+    compact_now: tokio::sync::Notify,
+    /// Files this replica merged, by store and path, with the merged file holding each:
+    /// they are removed without reading them again.
+    merged_here: Mutex<HashMap<String, String>>,
     /// Cancelled when the route changes: a primary's stream from an older route (a paused
     /// or partitioned former primary) must not keep this replica's spool.
     replication_cancel: Mutex<CancellationToken>,
@@ -335,6 +344,8 @@ impl Replica {
             roll_requested: std::sync::atomic::AtomicBool::new(false),
             durable: watch::Sender::new(0),
             group_commit: tokio::sync::Notify::new(),
+            compact_now: tokio::sync::Notify::new(),
+            merged_here: Mutex::new(HashMap::new()),
             replication_cancel: Mutex::new(CancellationToken::new()),
             tasks: Mutex::new(JoinSet::new()),
         });
@@ -372,6 +383,11 @@ impl Replica {
             tasks.spawn(
                 async move { committer.group_commit().await }
                     .instrument(tracing::info_span!("group_commit", %journal)),
+            );
+            let compactor = replica.clone();
+            tasks.spawn(
+                async move { compactor.compaction().await }
+                    .instrument(tracing::info_span!("compaction", %journal)),
             );
         }
         replica
@@ -583,6 +599,7 @@ impl PersistSink for Replica {
         // read bytes that a loss of every broker could take back).
         if self.is_primary() && self.spec().is_persisted() {
             self.show_through(through);
+            self.inner.compact_now.notify_one();
         }
     }
 

@@ -13,11 +13,6 @@ use folio_journal::{
 };
 use folio_protocol::{JournalSpec, LabelSelector, LabelSet, SpecsDocument};
 use futures::stream::{self, BoxStream};
-use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
 
 fn spec(name: &str, length: &str, codec: &str) -> JournalSpec {
     let yaml = format!(
@@ -355,83 +350,18 @@ async fn blocking_reads_wake_on_append() {
     replica.shutdown(Duration::from_secs(5)).await;
 }
 
-/// A store that fails every request while `down` is set.
-#[derive(Debug)]
-struct Flaky {
-    inner: Arc<dyn ObjectStore>,
-    down: Arc<AtomicBool>,
-}
-
-impl std::fmt::Display for Flaky {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Flaky({})", self.inner)
-    }
-}
-
-impl Flaky {
-    fn check(&self) -> object_store::Result<()> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(object_store::Error::Generic {
-                store: "flaky",
-                source: "connection refused".into(),
-            });
-        }
-        Ok(())
-    }
-}
-
-#[async_trait::async_trait]
-impl ObjectStore for Flaky {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.check()?;
-        self.inner.put_opts(location, payload, opts).await
-    }
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.check()?;
-        self.inner.put_multipart_opts(location, opts).await
-    }
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.check()?;
-        self.inner.get_opts(location, options).await
-    }
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        if let Err(e) = self.check() {
-            return Box::pin(stream::once(async move { Err(e) }));
-        }
-        self.inner.list(prefix)
-    }
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.check()?;
-        self.inner.list_with_delimiter(prefix).await
-    }
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.check()?;
-        self.inner.copy_opts(from, to, options).await
-    }
+/// `base` failing every request while `down` is set.
+fn flaky(base: &FragmentStore, down: &Arc<AtomicBool>) -> FragmentStore {
+    let down = down.clone();
+    folio_tests::gated_store::gated(
+        base,
+        Arc::new(move || {
+            if down.load(Ordering::SeqCst) {
+                return Err(folio_tests::gated_store::refused("connection refused"));
+            }
+            Ok(())
+        }),
+    )
 }
 
 /// With the store down, appends continue until the memory budget is spent, then fail with
@@ -441,10 +371,7 @@ impl ObjectStore for Flaky {
 async fn a_failing_store_pushes_back_and_loses_nothing() {
     let base = memory_store();
     let down = Arc::new(AtomicBool::new(false));
-    let store = base.with_object_store(Arc::new(Flaky {
-        inner: base.object_store().clone(),
-        down: down.clone(),
-    }));
+    let store = flaky(&base, &down);
     let mut config = ReplicaConfig::new(64 << 10);
     config.budget_wait = Duration::from_millis(300);
     config.persist.max_attempts = 1;
@@ -610,10 +537,7 @@ fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
 fn flaky_store(down: bool) -> (FragmentStore, Arc<AtomicBool>) {
     let base = memory_store();
     let down = Arc::new(AtomicBool::new(down));
-    let store = base.with_object_store(Arc::new(Flaky {
-        inner: base.object_store().clone(),
-        down: down.clone(),
-    }));
+    let store = flaky(&base, &down);
     (store, down)
 }
 

@@ -14,6 +14,8 @@
 //!
 //! Other crates use it only as a dev-dependency, for their tests against real servers.
 
+pub mod gated_store;
+
 use anyhow::{Context, Result};
 
 /// Reads a required test-environment variable, with an error that says how to set it.

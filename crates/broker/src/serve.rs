@@ -51,6 +51,12 @@ pub struct BrokerConfig {
     pub lease_ttl: Duration,
     /// How long shutdown waits for spools to be persisted.
     pub shutdown_grace: Duration,
+    /// How long small files stay after compaction merged them (see
+    /// [`folio_journal::compact::CompactionConfig`]).
+    pub compaction_grace: Duration,
+    /// How long a PERSISTED journal goes without a new file before its last small files
+    /// are merged anyway.
+    pub compaction_idle: Duration,
     /// Largest gRPC message accepted (an append chunk, for example).
     pub max_message_size: usize,
     /// How long an append waits for memory while the store is failing.
@@ -90,6 +96,8 @@ impl Default for BrokerConfig {
             prefix: folio_coordination::keys::DEFAULT_PREFIX.into(),
             lease_ttl: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(60),
+            compaction_grace: Duration::from_secs(300),
+            compaction_idle: Duration::from_secs(30),
             max_message_size: 4 << 20,
             budget_wait: Duration::from_secs(10),
             min_append_rate: MinAppendRate::default(),
@@ -279,6 +287,8 @@ pub async fn serve(
     replica_config.budget_wait = config.budget_wait;
     replica_config.min_append_rate = config.min_append_rate;
     replica_config.upload_slots = Arc::new(tokio::sync::Semaphore::new(config.max_uploads.max(1)));
+    replica_config.compaction.grace = config.compaction_grace;
+    replica_config.compaction.idle = config.compaction_idle;
     let broker = Arc::new(Broker::new(
         &config,
         layout,

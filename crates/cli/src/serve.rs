@@ -58,6 +58,16 @@ pub struct ServeArgs {
     /// How long shutdown waits for spools to be persisted.
     #[arg(long, default_value = "60s", env = "FOLIO_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+    /// How long a PERSISTED journal's small files stay in the store after compaction
+    /// merged them into a larger file (at least the journal's refresh interval): readers
+    /// handed their names or signed URLs meanwhile still read them. Keep it above the
+    /// signed-URL TTL (60s).
+    #[arg(long, default_value = "5m", env = "FOLIO_COMPACTION_GRACE", value_parser = humantime::parse_duration)]
+    pub compaction_grace: Duration,
+    /// How long a PERSISTED journal must go without a new file before compaction merges
+    /// its last small files, short of a fragment length, anyway.
+    #[arg(long, default_value = "30s", env = "FOLIO_COMPACTION_IDLE", value_parser = humantime::parse_duration)]
+    pub compaction_idle: Duration,
     /// Largest gRPC message accepted, e.g. 4MiB.
     #[arg(long, default_value = "4MiB", env = "FOLIO_MAX_MESSAGE_SIZE")]
     pub max_message_size: String,
@@ -449,6 +459,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         prefix: args.prefix,
         lease_ttl: args.lease_ttl,
         shutdown_grace: args.shutdown_grace,
+        compaction_grace: args.compaction_grace,
+        compaction_idle: args.compaction_idle,
         max_message_size: max_message,
         budget_wait: args.budget_wait,
         min_append_rate,

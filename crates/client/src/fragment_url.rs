@@ -118,9 +118,9 @@ async fn open_file(
         .to_file_path()
         .map_err(|()| failed("not a local file path".into(), false))?;
     let mut file = tokio::fs::File::open(&path).await.map_err(|e| {
-        // A missing file stays missing; anything else (too many open files) may pass.
-        let retryable = e.kind() != io::ErrorKind::NotFound;
-        failed(format!("opening {}: {e}", path.display()), retryable)
+        // A missing file was removed since the broker listed it (merged into a larger
+        // file by compaction, or pruned): the broker hands out what holds the offset now.
+        failed(format!("opening {}: {e}", path.display()), true)
     })?;
     if skip > 0 {
         file.seek(SeekFrom::Start(skip as u64))
@@ -217,12 +217,17 @@ fn parse_content_range_start(value: &str) -> Option<i64> {
 }
 
 /// Statuses after which asking the broker again, for a fresh signed URL, may succeed:
-/// server errors, throttling, timeouts, and 403, which is what an expired signature gets.
+/// server errors, throttling, timeouts, 403, which is what an expired signature gets, and
+/// 404, which a file removed since the broker listed it gets (compaction merged it into a
+/// larger file, or retention pruned it): the broker then hands out what holds the offset.
 fn retryable_http_status(status: StatusCode) -> bool {
     status.is_server_error()
         || matches!(
             status,
-            StatusCode::FORBIDDEN | StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS
+            StatusCode::FORBIDDEN
+                | StatusCode::NOT_FOUND
+                | StatusCode::REQUEST_TIMEOUT
+                | StatusCode::TOO_MANY_REQUESTS
         )
 }
 
@@ -254,11 +259,11 @@ mod tests {
 
     #[test]
     fn http_retry_classification() {
-        for s in [500, 502, 503, 403, 408, 429] {
+        for s in [500, 502, 503, 403, 404, 408, 429] {
             let s = StatusCode::from_u16(s).expect("status");
             assert!(retryable_http_status(s), "{s}");
         }
-        for s in [400, 401, 404, 410, 416] {
+        for s in [400, 401, 410, 416] {
             let s = StatusCode::from_u16(s).expect("status");
             assert!(!retryable_http_status(s), "{s}");
         }

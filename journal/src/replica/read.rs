@@ -149,6 +149,16 @@ impl Replica {
                             // and answer this error only if none does.
                             corrupt_at = Some((offset, err));
                         }
+                        Err(Error::Store(err))
+                            if err.is_not_found() && relisted_at != Some(offset) =>
+                        {
+                            // The file was removed since it was listed (compaction merged
+                            // it into a larger file holding the same bytes, or retention
+                            // pruned it): list again and read on from what holds the
+                            // offset now.
+                            relisted_at = Some(offset);
+                            self.relist(RELIST_BOUND).await;
+                        }
                         Err(err) => return Err(err),
                     }
                 }
