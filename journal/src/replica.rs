@@ -428,8 +428,10 @@ impl Replica {
         *current = Some(topology);
         drop(current);
         if promoted {
-            // Files its former primary uploaded may not be listed here yet.
+            // Files its former primary uploaded may not be listed here yet; compaction is
+            // this replica's now.
             self.inner.refresh_now.notify_one();
+            self.inner.compact_now.notify_one();
         }
         if changed {
             let old = std::mem::take(&mut *lock(&self.inner.replication_cancel));

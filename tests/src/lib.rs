@@ -90,12 +90,25 @@ pub fn append_messages(
 
 /// A journal's whole content straight from the bucket, checking that its files cover it
 /// from offset 0 without a gap, and that files which overlap agree on the shared offsets
-/// (journals without a path-postfix template).
+/// (journals without a path-postfix template). A file removed between the listing and
+/// its read (compaction merged it into a larger one) makes it list again.
 pub async fn read_bucket(store: &folio_fragment_store::FragmentStore, journal: &str) -> Vec<u8> {
+    let mut attempt = 0;
+    loop {
+        match read_bucket_once(store, journal).await {
+            Ok(content) => return content,
+            Err(err) if err.is_not_found() && attempt < 20 => attempt += 1,
+            Err(err) => panic!("reading {journal} from the bucket: {err}"),
+        }
+    }
+}
+
+async fn read_bucket_once(
+    store: &folio_fragment_store::FragmentStore,
+    journal: &str,
+) -> std::result::Result<Vec<u8>, folio_fragment_store::Error> {
     let template = folio_protocol::PathPostfixTemplate::default();
-    let fragments = folio_fragment_store::list::list_fragments(store, journal, &template)
-        .await
-        .expect("list bucket");
+    let fragments = folio_fragment_store::list::list_fragments(store, journal, &template).await?;
     let spans: Vec<(i64, i64)> = fragments.iter().map(|f| (f.begin, f.end)).collect();
     let mut out: Vec<u8> = Vec::new();
     for fragment in fragments {
@@ -105,15 +118,14 @@ pub async fn read_bucket(store: &folio_fragment_store::FragmentStore, journal: &
             "no file holds offsets [{}, {begin}) of {journal}; files: {spans:?}",
             out.len()
         );
-        let content = folio_fragment_store::read::read_whole(store, &fragment)
-            .await
-            .expect("read fragment");
+        let content = folio_fragment_store::read::read_whole(store, &fragment).await?;
         assert_eq!(
             content.len(),
             end - begin,
             "file [{begin}, {end}) holds its span"
         );
-        // Files may overlap (a replica's copy next to its primary's), never disagree.
+        // Files may overlap (a replica's copy next to its primary's, a merged file next
+        // to the small ones it holds), never disagree.
         let shared = out.len().min(end) - begin;
         assert!(
             content[..shared] == out[begin..begin + shared],
@@ -122,7 +134,7 @@ pub async fn read_bucket(store: &folio_fragment_store::FragmentStore, journal: &
         );
         out.extend_from_slice(&content[shared..]);
     }
-    out
+    Ok(out)
 }
 
 /// The etcd client URL of the test server; fails when it is not set.
@@ -749,6 +761,27 @@ pub async fn listed(
         .expect("list response")
         .expect("a snapshot")
         .journals
+}
+
+/// A small deterministic generator (xorshift64*), so a seed (see [`seed`]) replays a
+/// random trial.
+#[derive(Debug)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
 }
 
 /// The seed of a randomized test: `FOLIO_TEST_SEED` when set (to replay a run), else the

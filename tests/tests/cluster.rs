@@ -437,27 +437,33 @@ impl Writer {
     /// No two acknowledged appends overlap, and each reads back in `content` at the offset
     /// its acknowledgement named.
     fn verify(&self, content: &[u8], source: &str) {
-        for pair in self.acked.windows(2) {
-            let (a, b) = (&pair[0], &pair[1]);
-            assert!(
-                a.0 + a.1.len() as i64 <= b.0,
-                "acknowledged appends overlap: [{}, {}) and [{}, ...)",
-                a.0,
-                a.0 + a.1.len() as i64,
-                b.0
-            );
-        }
-        for (begin, record) in &self.acked {
-            let at = *begin as usize;
-            assert!(
-                content.get(at..at + record.len()) == Some(&record[..]),
-                "acknowledged record at {begin} does not read back from {source}"
-            );
-        }
+        verify_acked(&self.acked, content, source);
     }
 
     fn end(&self) -> i64 {
         self.acked.last().map_or(0, |(b, r)| b + r.len() as i64)
+    }
+}
+
+/// No two of `acked` (appends as acknowledged: begin offset, record) overlap, and each
+/// reads back in `content` at the offset its acknowledgement named.
+fn verify_acked(acked: &[(i64, Vec<u8>)], content: &[u8], source: &str) {
+    for pair in acked.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        assert!(
+            a.0 + a.1.len() as i64 <= b.0,
+            "acknowledged appends overlap: [{}, {}) and [{}, ...)",
+            a.0,
+            a.0 + a.1.len() as i64,
+            b.0
+        );
+    }
+    for (begin, record) in acked {
+        let at = *begin as usize;
+        assert!(
+            content.get(at..at + record.len()) == Some(&record[..]),
+            "acknowledged record at {begin} does not read back from {source}"
+        );
     }
 }
 
@@ -1083,4 +1089,176 @@ async fn a_handed_over_replica_finishes_its_upload_before_its_broker_exits() {
         bucket.chunks(chunk.len()).all(|c| c == &chunk[..]),
         "the bucket holds what was appended"
     );
+}
+
+/// Durability PERSISTED, replication 3 over three brokers: a writer appends through all of
+/// them while every broker is killed with SIGKILL at once, 10 times, at seeded random
+/// moments (compaction runs meanwhile, with a 1 s grace). After each kill, before
+/// anything restarts, every acknowledged append is in the bucket; the brokers then come
+/// back (once their leases expired) and the writer goes on. At the end every acknowledged
+/// append reads back through a broker and from the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_every_broker_at_once_loses_no_persisted_append() {
+    let etcd = folio_tests::etcd_endpoint().expect("etcd test environment");
+    let s3 = S3Env::from_env().expect("S3 test environment");
+    let prefix = unique_name("clp");
+    let compaction = ["--compaction-grace", "1s", "--compaction-idle", "1s"];
+    let mut cluster = start_cluster_with(3, &etcd, &prefix, s3.store_url(&prefix), &compaction);
+    let journal = "cluster/persisted/part-000".to_owned();
+    let mut clients = clients_of(&cluster).await;
+    let first = clients[0].as_mut().expect("live");
+    apply_yaml(
+        first,
+        &format!(
+            "journals:\n  - name: {journal}\n    replication: 3\n    durability: PERSISTED\n    \
+             fragment: {{ length: 64KiB, compression_codec: SNAPPY, refresh_interval: 1s, persist_interval: 5ms }}\n"
+        ),
+    )
+    .await;
+    full_route(&mut clients, &journal, 3).await;
+    drop(clients);
+    let seed = folio_tests::seed();
+    eprintln!("kill-every-broker trials: seed {seed} (FOLIO_TEST_SEED={seed} replays them)");
+    let mut rng = folio_tests::Rng(seed);
+    let store = folio_fragment_store::FragmentStore::open(&cluster.store_url).expect("store");
+
+    // The writer, with lazy clients of every broker (they reconnect after restarts).
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(i64, Vec<u8>)>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writing = {
+        let (acked, stop, journal) = (acked.clone(), stop.clone(), journal.clone());
+        let endpoints: Vec<String> = cluster.brokers.iter().map(|b| b.endpoint.clone()).collect();
+        tokio::spawn(async move {
+            let mut clients: Vec<Option<Client>> = endpoints
+                .into_iter()
+                .map(|e| {
+                    let channel = tonic::transport::Endpoint::from_shared(e)
+                        .expect("endpoint")
+                        .connect_lazy();
+                    Some(JournalClient::new(channel))
+                })
+                .collect();
+            let mut writer = Writer::new(&journal);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                writer.append(&mut clients).await;
+                let last = writer.acked.last().expect("acknowledged").clone();
+                acked.lock().expect("lock").push(last);
+            }
+        })
+    };
+    let acked_now = || acked.lock().expect("lock").clone();
+    for trial in 0..10 {
+        // Some appends acknowledged by the restarted brokers, then the kill, at random.
+        let from = acked_now().len();
+        let deadline = Instant::now() + WAIT;
+        while acked_now().len() < from + 5 {
+            assert!(
+                Instant::now() < deadline,
+                "trial {trial}: no appends acknowledged"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100 + rng.below(900))).await;
+        for broker in &mut cluster.brokers {
+            broker.kill9().expect("kill -9");
+        }
+        let snapshot = acked_now();
+        let bucket = folio_tests::read_bucket(&store, &journal).await;
+        verify_acked(
+            &snapshot,
+            &bucket,
+            &format!("the bucket after kill {trial}"),
+        );
+        eprintln!(
+            "trial {trial}: every broker killed; {} appends acknowledged so far, all {} bytes in the bucket",
+            snapshot.len(),
+            snapshot.last().map_or(0, |(b, r)| b + r.len() as i64)
+        );
+        // A broker does not start while its member key is live.
+        tokio::time::sleep(LEASE_TTL + Duration::from_secs(1)).await;
+        for broker in &mut cluster.brokers {
+            broker.restart().expect("restart");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writing.await.expect("the writer");
+    let acked = acked_now();
+    let end = acked.last().map_or(0, |(b, r)| b + r.len() as i64);
+    let mut client = cluster.brokers[0].client().await.expect("broker answers");
+    verify_acked(
+        &acked,
+        &read_all(&mut client, &journal, end).await,
+        "a broker",
+    );
+    verify_acked(
+        &acked,
+        &folio_tests::read_bucket(&store, &journal).await,
+        "the bucket",
+    );
+}
+
+/// Reads of a PERSISTED journal go to its primary, the only member that knows which
+/// committed bytes are in the store (a replica's write head counts bytes that may not be):
+/// with the primary paused, a read sent to a replica does not complete, while the same
+/// read of a REPLICATED journal is served by the replica (see
+/// `a_replica_in_the_readers_zone_serves_its_reads`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_a_persisted_journal_go_to_its_primary() {
+    let cluster = start_cluster(3);
+    let persisted = "cluster/primary-reads/persisted".to_owned();
+    let replicated = "cluster/primary-reads/replicated".to_owned();
+    let mut clients = clients_of(&cluster).await;
+    let first = clients[0].as_mut().expect("live");
+    apply_yaml(
+        first,
+        &format!(
+            "journals:\n  - {{ name: {persisted}, replication: 3, durability: PERSISTED, fragment: {{ length: 1MiB, refresh_interval: 1s }} }}\n  \
+             - {{ name: {replicated}, replication: 3, fragment: {{ length: 1MiB, refresh_interval: 1s }} }}\n"
+        ),
+    )
+    .await;
+    let mut primary_of = BTreeMap::new();
+    for journal in [&persisted, &replicated] {
+        let (_, primary) = full_route(&mut clients, journal, 3).await;
+        let client = clients[primary].as_mut().expect("live");
+        append_retrying(client, journal, b"one\ntwo\n").await;
+        primary_of.insert(journal.clone(), primary);
+    }
+    for journal in [&persisted, &replicated] {
+        let primary = primary_of[journal];
+        let replica = (primary + 1) % 3;
+        let client = clients[replica].as_mut().expect("live");
+        // With the primary running, a replica's broker answers every byte (proxying the
+        // PERSISTED read).
+        assert_eq!(read_all(client, journal, 8).await, b"one\ntwo\n");
+        cluster.brokers[primary].signal("STOP").expect("SIGSTOP");
+        let request = ReadRequest {
+            journal: journal.clone(),
+            offset: 0,
+            end_offset: 8,
+            ..Default::default()
+        };
+        // Well within the 3 s lease: the route still names the paused primary.
+        let read = tokio::time::timeout(Duration::from_millis(1500), async {
+            let mut stream = client.read(request).await.ok()?.into_inner();
+            let mut content = Vec::new();
+            while let Some(Ok(response)) = stream.next().await {
+                content.extend_from_slice(&response.content);
+            }
+            Some(content)
+        })
+        .await;
+        cluster.brokers[primary].signal("CONT").expect("SIGCONT");
+        if *journal == persisted {
+            assert!(
+                read.is_err(),
+                "a PERSISTED read was served without its primary: {read:?}"
+            );
+        } else {
+            assert_eq!(
+                read.expect("a REPLICATED read is served by the replica"),
+                Some(b"one\ntwo\n".to_vec())
+            );
+        }
+    }
 }

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use folio_fragment_store::FragmentStore;
 use folio_protocol::journal_client::JournalClient;
 use folio_protocol::{AppendRequest, ReadRequest, SpecsDocument, Status};
-use folio_tests::{BrokerProcess, S3Process, read_bucket};
+use folio_tests::{BrokerProcess, Rng, S3Process, read_bucket};
 use futures::StreamExt;
 use tonic::transport::Channel;
 
@@ -30,22 +30,6 @@ fn persisted_specs(fragment: &str) -> Vec<folio_protocol::JournalSpec> {
         "journals:\n  - name: {JOURNAL}\n    durability: PERSISTED\n    fragment: {{ {fragment} }}\n"
     );
     SpecsDocument::from_yaml(&yaml).expect("spec")
-}
-
-/// A small deterministic generator (xorshift64*), so a seed replays a trial.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
 }
 
 /// Content unique to (writer, sequence).
@@ -121,6 +105,14 @@ fn check_acked(content: &[u8], acked: &BTreeMap<i64, (i64, Bytes)>, what: &str) 
     }
 }
 
+/// The journal's files in the store, in offset order.
+async fn files(store: &FragmentStore) -> Vec<folio_protocol::Fragment> {
+    let template = folio_protocol::PathPostfixTemplate::default();
+    folio_fragment_store::list::list_fragments(store, JOURNAL, &template)
+        .await
+        .expect("list")
+}
+
 /// The embedded default: PERSISTED appends from 3 writers, `kill -9` at a random moment,
 /// restart; 10 trials on one data directory. Every acknowledged append is read back at
 /// its offsets through the broker and from the bucket's files.
@@ -131,11 +123,16 @@ async fn embedded_kill9_loses_no_persisted_append() {
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let mut broker = BrokerProcess::start(&data, &[]).expect("start broker");
+    // Compaction runs through the trials too (merging, removing after a 1 s grace), so
+    // the kills land in its passes as well.
+    let compaction = ["--compaction-grace", "1s", "--compaction-idle", "1s"].map(String::from);
+    let mut broker = BrokerProcess::start(&data, &compaction).expect("start broker");
     let mut client = broker.client().await.expect("client");
     folio_tests::create_journals(
         &mut client,
-        persisted_specs("length: 256KiB, compression_codec: SNAPPY, persist_interval: 5ms"),
+        persisted_specs(
+            "length: 256KiB, compression_codec: SNAPPY, persist_interval: 5ms, refresh_interval: 1s",
+        ),
     )
     .await;
     let acked: Acked = Arc::default();
@@ -186,6 +183,35 @@ async fn embedded_kill9_loses_no_persisted_append() {
     let acked = acked.lock().expect("lock").clone();
     assert!(acked.len() >= TRIALS as usize, "appends were acknowledged");
     check_acked(&bucket, &acked, "straight from the bucket");
+
+    // Compaction, interrupted by every kill, finishes: at most one file per fragment
+    // length of content and the tail, none inside another, every byte still there.
+    let before = files(&store).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let after = loop {
+        let now = files(&store).await;
+        let nested = now
+            .windows(2)
+            .any(|w| w[1].end <= w[0].end || w[1].begin == w[0].begin);
+        if !nested && now.len() as i64 <= bucket.len() as i64 / (256 << 10) + 1 {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not compacted within 60 s: {} files for {} bytes",
+            now.len(),
+            bucket.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!(
+        "{} bytes: {} files after the last kill, {} once compacted",
+        bucket.len(),
+        before.len(),
+        after.len()
+    );
+    assert_eq!(read_bucket(&store, JOURNAL).await, bucket);
+    check_acked(&read_to_head(&mut client).await, &acked, "after compaction");
     let status = broker.terminate().expect("terminate");
     assert!(status.success(), "{status:?}");
 }

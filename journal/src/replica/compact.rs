@@ -31,13 +31,14 @@ const PASS_DELAY: Duration = Duration::from_secs(1);
 const RETRY_DELAY: Duration = Duration::from_secs(5);
 
 impl Replica {
-    /// Runs compaction passes while the replica lives: after files are persisted, and
-    /// when waiting work (a grace period, an idle tail) comes due.
+    /// Runs compaction passes while the replica lives: once it starts (work a former
+    /// primary or an earlier run of this broker left), on promotion, after files are
+    /// persisted, and when waiting work (a grace period, an idle tail) comes due.
     pub(super) async fn compaction(&self) {
         if !self.inner.config.compaction.enabled {
             return;
         }
-        let mut due: Option<Duration> = None;
+        let mut due = Some(Duration::ZERO);
         loop {
             let wait = async {
                 match due {
@@ -72,8 +73,11 @@ impl Replica {
         let Some(store) = self.inner.stores.first().cloned() else {
             return Ok(None);
         };
-        if !spec.is_persisted() || !self.is_primary() || !*self.inner.listed.borrow() {
+        if !spec.is_persisted() || !self.is_primary() {
             return Ok(None);
+        }
+        if !*self.inner.listed.borrow() {
+            return Ok(Some(PASS_DELAY));
         }
         let config = self.inner.config.compaction.clone();
         let now = self.now_unix();

@@ -20,6 +20,7 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use folio_protocol::CompressionCodec;
+use folio_protocol::journal_spec::Durability;
 use serde::Serialize;
 
 use super::broker::{Broker, BrokerArgs, journal_spec, parse_codec, unique_id};
@@ -48,9 +49,15 @@ pub struct AppendArgs {
     #[arg(long)]
     pub skip_nats: bool,
     /// Also measure the broker with journals of durability PERSISTED (acknowledged once
-    /// in the store, group-committed every 20 ms), as a subject of its own.
+    /// in the store, group-committed every 20 ms), as a subject of its own, with the
+    /// object PUTs per second and the files each journal was left with.
     #[arg(long)]
     pub persisted: bool,
+    /// With --persisted: after each run, wait up to this long for compaction to merge the
+    /// run's files (the broker's --compaction-grace and --compaction-idle decide how soon),
+    /// and report the files left. 0 does not wait.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub compaction_wait: std::time::Duration,
     #[command(flatten)]
     pub broker: BrokerArgs,
     #[command(flatten)]
@@ -75,7 +82,7 @@ const NATS: &str = "nats jetstream (peer)";
 const PERSISTED: &str = "folio broker, PERSISTED";
 
 /// The table's columns, shared with the tail scenario's naming.
-const COLUMNS: [Column; 7] = [
+const COLUMNS: [Column; 10] = [
     Column::new(MB_PER_S, "MB/s", 1),
     Column::new("appends_per_s", "appends/s", 0),
     Column::new("ack_p50_us", "p50 us", 0),
@@ -83,6 +90,9 @@ const COLUMNS: [Column; 7] = [
     Column::new("ack_p999_us", "p99.9 us", 0),
     Column::new("server_cpu_s_per_gb", "server cpu s/GB", 2),
     Column::new("client_cpu_s_per_gb", "client cpu s/GB", 2),
+    Column::new("puts_per_s", "PUTs/s", 0),
+    Column::new("files_per_journal", "files/journal", 0),
+    Column::new("compacted_files_per_journal", "compacted", 0),
 ];
 
 /// Runs the scenario and prints its table.
@@ -152,45 +162,29 @@ pub async fn run(args: AppendArgs) -> Result<()> {
                 .context("the gRPC sink")?,
         );
 
-        let specs = journals
-            .iter()
-            .map(|name| {
-                journal_spec(
-                    name,
-                    args.fragment_length.0,
-                    args.codec,
-                    broker.store.as_deref(),
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
-        broker.create_journals(specs).await?;
-        let senders = grpc_senders(&broker.endpoint, &args.load, &journals, &payload).await?;
-        let measured = measure(&args.load, senders, broker.pid).await;
-        broker.check_running()?;
-        subjects[broker_at].1.push(measured.context("the broker")?);
+        let measured = measure_broker(
+            &args,
+            &mut broker,
+            &journals,
+            &payload,
+            Durability::Replicated,
+        )
+        .await
+        .context("the broker")?;
+        subjects[broker_at].1.push(measured);
 
         if args.persisted {
             let persisted: Vec<String> = journals.iter().map(|j| format!("{j}p")).collect();
-            let specs = persisted
-                .iter()
-                .map(|name| {
-                    let mut spec = journal_spec(
-                        name,
-                        args.fragment_length.0,
-                        args.codec,
-                        broker.store.as_deref(),
-                    )?;
-                    spec.durability = folio_protocol::journal_spec::Durability::Persisted as i32;
-                    Ok(spec)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            broker.create_journals(specs).await?;
-            let senders = grpc_senders(&broker.endpoint, &args.load, &persisted, &payload).await?;
-            let measured = measure(&args.load, senders, broker.pid).await;
-            broker.check_running()?;
-            subjects[broker_at + 1]
-                .1
-                .push(measured.context("the broker, PERSISTED")?);
+            let measured = measure_broker(
+                &args,
+                &mut broker,
+                &persisted,
+                &payload,
+                Durability::Persisted,
+            )
+            .await
+            .context("the broker, PERSISTED")?;
+            subjects[broker_at + 1].1.push(measured);
         }
 
         if let Some(nats) = &nats {
@@ -248,6 +242,79 @@ pub async fn run(args: AppendArgs) -> Result<()> {
 /// The relay chain's row: "grpc relay chain to 2 sinks (baseline)" for replication 3.
 fn relay_name(replication: u32) -> String {
     format!("grpc relay chain to {} sinks (baseline)", replication - 1)
+}
+
+/// Creates `journals` with `durability` on the broker and measures appends to them. With
+/// PERSISTED, also counts the files the run left in the store (the object PUTs, per second
+/// of the run's warm-up and measurement) and, after `--compaction-wait`, the files left
+/// once compaction merged them.
+async fn measure_broker(
+    args: &AppendArgs,
+    broker: &mut Broker,
+    journals: &[String],
+    payload: &bytes::Bytes,
+    durability: Durability,
+) -> Result<RunMetrics> {
+    let specs = journals
+        .iter()
+        .map(|name| {
+            let mut spec = journal_spec(
+                name,
+                args.fragment_length.0,
+                args.codec,
+                broker.store.as_deref(),
+            )?;
+            spec.durability = durability as i32;
+            Ok(spec)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    broker.create_journals(specs).await?;
+    let senders = grpc_senders(&broker.endpoint, &args.load, journals, payload).await?;
+    let started = std::time::Instant::now();
+    let measured = measure(&args.load, senders, broker.pid).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    broker.check_running()?;
+    let mut measured = measured?;
+    if durability == Durability::Persisted
+        && let Some(store) = broker.journal_store()
+    {
+        let store = folio_fragment_store::FragmentStore::open(store).context("the bench store")?;
+        let files = count_files(&store, journals).await?;
+        measured.set("puts_per_s", files as f64 / elapsed);
+        measured.set("files_per_journal", files as f64 / journals.len() as f64);
+        if !args.compaction_wait.is_zero() {
+            // Compaction is done once the count holds still for three seconds.
+            let deadline = std::time::Instant::now() + args.compaction_wait;
+            let (mut last, mut still) = (files, 0);
+            while std::time::Instant::now() < deadline && still < 3 {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                let now = count_files(&store, journals).await?;
+                still = if now == last { still + 1 } else { 0 };
+                last = now;
+            }
+            measured.set(
+                "compacted_files_per_journal",
+                last as f64 / journals.len() as f64,
+            );
+        }
+    }
+    Ok(measured)
+}
+
+/// The fragment files of `journals` in `store`.
+async fn count_files(
+    store: &folio_fragment_store::FragmentStore,
+    journals: &[String],
+) -> Result<usize> {
+    let template = folio_protocol::PathPostfixTemplate::default();
+    let mut files = 0;
+    for journal in journals {
+        files += folio_fragment_store::list::list_fragments(store, journal, &template)
+            .await
+            .with_context(|| format!("listing the files of {journal}"))?
+            .len();
+    }
+    Ok(files)
 }
 
 /// Drives one load and turns it into a run's metrics, with the CPU time of the server
