@@ -31,8 +31,9 @@ pub struct CompactionConfig {
     /// How long the newest persisted file must be untouched before a run at the end of the
     /// journal, shorter than the fragment length, is merged anyway.
     pub idle: Duration,
-    /// Merges running at once across the broker (each holds up to twice
-    /// [`MAX_MERGED`] in memory).
+    /// Merges running at once across the broker (each holds up to three times
+    /// [`MAX_MERGED`] in memory: the run's content, one and a half targets at most, and
+    /// the merged file read back to verify it).
     pub slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 

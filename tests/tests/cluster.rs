@@ -1093,7 +1093,7 @@ async fn a_handed_over_replica_finishes_its_upload_before_its_broker_exits() {
 
 /// Durability PERSISTED, replication 3 over three brokers: a writer appends through all of
 /// them while every broker is killed with SIGKILL at once, 10 times, at seeded random
-/// moments (compaction runs meanwhile, with a 1 s grace). After each kill, before
+/// moments (compaction runs meanwhile, with its shortest grace, 10 s). After each kill, before
 /// anything restarts, every acknowledged append is in the bucket; the brokers then come
 /// back (once their leases expired) and the writer goes on. At the end every acknowledged
 /// append reads back through a broker and from the bucket.

@@ -123,7 +123,7 @@ async fn embedded_kill9_loses_no_persisted_append() {
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    // Compaction runs through the trials too (merging, removing after a 1 s grace), so
+    // Compaction runs through the trials too (merging, removing after the shortest grace), so
     // the kills land in its passes as well.
     let compaction = ["--compaction-grace", "1s", "--compaction-idle", "1s"].map(String::from);
     let mut broker = BrokerProcess::start(&data, &compaction).expect("start broker");

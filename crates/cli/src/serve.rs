@@ -59,9 +59,9 @@ pub struct ServeArgs {
     #[arg(long, default_value = "60s", env = "FOLIO_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
     /// How long a PERSISTED journal's small files stay in the store after compaction
-    /// merged them into a larger file (at least the journal's refresh interval): readers
-    /// handed their names or signed URLs meanwhile still read them. Keep it above the
-    /// signed-URL TTL (60s).
+    /// merged them into a larger file (at least the journal's refresh interval, and 10s):
+    /// readers handed their names or signed URLs meanwhile still read them. Keep it above
+    /// the signed-URL TTL (60s).
     #[arg(long, default_value = "5m", env = "FOLIO_COMPACTION_GRACE", value_parser = humantime::parse_duration)]
     pub compaction_grace: Duration,
     /// How long a PERSISTED journal must go without a new file before compaction merges

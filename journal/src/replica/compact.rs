@@ -27,6 +27,9 @@ use crate::spool::RunningSha1;
 /// Wait after a persisted file before a pass, so one pass sees several.
 const PASS_DELAY: Duration = Duration::from_secs(1);
 
+/// Store calls a merge or a removal makes at once.
+const STORE_CALLS: usize = 8;
+
 /// Wait before trying again after a pass failed (the store is failing).
 const RETRY_DELAY: Duration = Duration::from_secs(5);
 
@@ -39,6 +42,9 @@ impl Replica {
             return;
         }
         let mut due = Some(Duration::ZERO);
+        // The failure last logged: a failing pass is logged when it starts failing or
+        // fails differently, and when it recovers, not at every retry.
+        let mut failing: Option<String> = None;
         loop {
             let wait = async {
                 match due {
@@ -56,9 +62,19 @@ impl Replica {
                 () = self.inner.cancel.cancelled() => return,
             }
             due = match self.compact_pass().await {
-                Ok(next) => next,
+                Ok(next) => {
+                    if failing.take().is_some() {
+                        tracing::info!(journal = %self.inner.name, "compaction passes succeed again");
+                    }
+                    next
+                }
                 Err(err) => {
-                    tracing::warn!(journal = %self.inner.name, %err, "compaction pass failed; trying again later");
+                    let text = err.to_string();
+                    if failing.as_ref() != Some(&text) {
+                        tracing::warn!(journal = %self.inner.name, error = %text,
+                            "compaction pass failed; retrying every 5 s (logged again only when the error changes or it recovers)");
+                        failing = Some(text);
+                    }
                     Some(RETRY_DELAY)
                 }
             };
@@ -89,7 +105,10 @@ impl Replica {
             "refresh_interval",
         )
         .unwrap_or_default();
-        let grace = secs(config.grace.max(refresh));
+        // Other brokers list within their refresh interval; a replica looks for its
+        // primary's upload of a fragment REPLICA_PERSIST_DELAY after it closed, and would
+        // upload its copy again if the file were already gone.
+        let grace = secs(config.grace.max(refresh).max(2 * REPLICA_PERSIST_DELAY));
         let mut due: Option<i64> = None;
 
         let (index, listing) = {
@@ -136,12 +155,23 @@ impl Replica {
             .acquire()
             .await
             .expect("the compaction slots are never closed");
+        // A few reads at once: a store answers each small file in a round trip.
+        let mut reads = futures::stream::FuturesOrdered::new();
         let mut chunks = Vec::with_capacity(run.len());
-        let mut hasher = RunningSha1::new();
         for file in run {
-            let content = read_whole(store, file).await?;
-            hasher.update(&content);
-            chunks.push(content);
+            if reads.len() >= STORE_CALLS
+                && let Some(read) = reads.next().await
+            {
+                chunks.push(read?);
+            }
+            reads.push_back(read_whole(store, file));
+        }
+        while let Some(read) = reads.next().await {
+            chunks.push(read?);
+        }
+        let mut hasher = RunningSha1::new();
+        for chunk in &chunks {
+            hasher.update(chunk);
         }
         let (first, last) = (&run[0], &run[run.len() - 1]);
         let merged = Fragment {
@@ -197,6 +227,7 @@ impl Replica {
     async fn remove_held(&self, store: &FragmentStore, removals: Vec<Removable>) -> Result<()> {
         // The covering file last read, to check the files it holds against.
         let mut covering: Option<(String, Bytes)> = None;
+        let mut checked = Vec::with_capacity(removals.len());
         for Removable { file, covering: by } in removals {
             let by_key = file_key(&by);
             let merged_here = lock(&self.inner.merged_here).get(&file_key(&file)) == Some(&by_key);
@@ -224,16 +255,36 @@ impl Replica {
                     continue;
                 }
             }
-            remove(store, &file).await?;
+            checked.push(file);
+        }
+        let mut removals = futures::stream::FuturesUnordered::new();
+        let mut checked = checked.into_iter();
+        loop {
+            while removals.len() < STORE_CALLS
+                && let Some(file) = checked.next()
+            {
+                removals.push(remove_file(store, file));
+            }
+            let Some(removed) = removals.next().await else {
+                return Ok(());
+            };
+            let file = removed?;
             self.forget_listed(&file);
             lock(&self.inner.merged_here).remove(&file_key(&file));
             metrics::counter!(crate::metrics::COMPACTION_REMOVED_FILES).increment(1);
         }
-        Ok(())
     }
 
     /// Drops a removed file from the last listing (the next listing no longer has it).
     fn forget_listed(&self, file: &Fragment) {
         self.lock_state().listing.retain(|f| !same_file(f, file));
     }
+}
+
+/// Removes `file` from `store`; gives the file back once it is gone.
+async fn remove_file(
+    store: &FragmentStore,
+    file: Fragment,
+) -> folio_fragment_store::Result<Fragment> {
+    remove(store, &file).await.map(|()| file)
 }
