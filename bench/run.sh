@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Runs a `folio bench` scenario on this machine, built in release mode, with the servers
+# Runs a `folio-bench` scenario on this machine, built in release mode, with the servers
 # it needs, and stops everything it started afterwards (by PID).
 #
-#   bash bench/run.sh append   [flags for `folio bench append`]    broker vs gRPC sink vs NATS JetStream
-#   bash bench/run.sh tail     [flags for `folio bench tail`]      append ack -> blocking reader latency
-#   bash bench/run.sh backfill [flags for `folio bench backfill`]  history via broker / signed URLs vs raw GETs
-#   bash bench/run.sh persist  [flags for `folio bench persist`]   fragment uploads per codec vs raw PUTs
-#   bash bench/run.sh consumer [flags for `folio bench consumer`]  shards: publish, consume, commit vs raw reads
+#   bash bench/run.sh append   [flags for `folio-bench append`]    broker vs gRPC sink vs NATS JetStream
+#   bash bench/run.sh tail     [flags for `folio-bench tail`]      append ack -> blocking reader latency
+#   bash bench/run.sh backfill [flags for `folio-bench backfill`]  history via broker / signed URLs vs raw GETs
+#   bash bench/run.sh persist  [flags for `folio-bench persist`]   fragment uploads per codec vs raw PUTs
+#   bash bench/run.sh consumer [flags for `folio-bench consumer`]  shards: publish, consume, commit vs raw reads
 #   bash bench/run.sh smoke                                        every scenario, tiny and quick (CI)
 #
 # Servers: etcd and s3s-fs (scripts/test-env.sh) always; nats-server (Debian package,
@@ -44,18 +44,19 @@ folio_ensure_nats() {
 
 folio_ensure_tools
 if [ "$scenario" = append ] || [ "$scenario" = cluster ] || [ "$scenario" = smoke ]; then folio_ensure_nats; fi
-cargo build --release -p folio
+cargo build --release -p folio -p folio-bench
 folio_start_servers
 
 s3_store="s3://$FOLIO_TEST_S3_BUCKET/bench/?endpoint=$FOLIO_TEST_S3_ENDPOINT&region=$FOLIO_TEST_S3_REGION&access_key_id=$FOLIO_TEST_S3_ACCESS_KEY&secret_access_key=$FOLIO_TEST_S3_SECRET_KEY"
 export FOLIO_BENCH_STORE=${FOLIO_BENCH_STORE:-$s3_store}
 folio=target/release/folio
+folio_bench=target/release/folio-bench
 
 # Runs one scenario with JSON to $1, unless the flags name another file.
 bench() {
   local json=$1 name=$2
   shift 2
-  FOLIO_BENCH_JSON=${FOLIO_BENCH_JSON:-$json} "$folio" bench "$name" "$@"
+  FOLIO_BENCH_JSON=${FOLIO_BENCH_JSON:-$json} "$folio_bench" "$name" "$@"
 }
 
 # Cluster: `append` against three local brokers (scripts/local-cluster.sh, release build),

@@ -1,6 +1,5 @@
 //! The `folio` command.
 
-mod bench;
 mod journals;
 mod serve;
 mod shards;
@@ -30,28 +29,6 @@ enum Command {
     Shards(shards::ShardsArgs),
     /// Mint bearer tokens for brokers that require them (--auth-keys).
     Token(token::TokenArgs),
-    /// Measure performance against baselines run in the same invocation.
-    #[command(subcommand)]
-    Bench(BenchCommand),
-}
-
-#[derive(Debug, Subcommand)]
-enum BenchCommand {
-    /// Fragment-store upload throughput per codec, against raw PUTs of the same bytes.
-    Persist(bench::persist::PersistArgs),
-    /// Append throughput and ack latency, against a gRPC sink and NATS JetStream.
-    Append(bench::append::AppendArgs),
-    /// Latency from append acknowledgement to blocking readers, against a gRPC relay.
-    Tail(bench::tail::TailArgs),
-    /// Reading persisted history via the broker and signed URLs, against raw GETs.
-    Backfill(bench::backfill::BackfillArgs),
-    /// The allocator's decision time for a large simulated cluster.
-    Allocator(bench::allocator::AllocatorArgs),
-    /// Messages published, consumed and committed by consumer shards, against raw reads.
-    Consumer(bench::consumer::ConsumerBenchArgs),
-    /// The no-op gRPC sink the append and tail benches start as their baseline.
-    #[command(hide = true)]
-    GrpcSinkServer(bench::sink::SinkServerArgs),
 }
 
 fn main() {
@@ -78,33 +55,6 @@ fn run(cli: Cli) -> Result<()> {
             }
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(serve::run(args))
-        }
-        Command::Bench(BenchCommand::Persist(args)) => {
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(bench::persist::run(args))
-        }
-        Command::Bench(BenchCommand::Append(args)) => {
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(bench::append::run(args))
-        }
-        Command::Bench(BenchCommand::Tail(args)) => {
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(bench::tail::run(args))
-        }
-        Command::Bench(BenchCommand::Backfill(args)) => {
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(bench::backfill::run(args))
-        }
-        Command::Bench(BenchCommand::Allocator(args)) => bench::allocator::run(args),
-        Command::Bench(BenchCommand::Consumer(args)) => {
-            // Shard failures and retries show; FOLIO_LOG asks for more.
-            init_logging("warn");
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(bench::consumer::run(args))
-        }
-        Command::Bench(BenchCommand::GrpcSinkServer(args)) => {
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(bench::sink::serve(args))
         }
         Command::Journals(args) => {
             // Retries and warnings of the client stay quiet unless FOLIO_LOG asks.

@@ -57,6 +57,7 @@
 //! - `routes.rs`: [`RouteCache`].
 
 pub mod append;
+pub mod batch;
 pub mod bucket;
 mod connect;
 mod error;
@@ -71,6 +72,7 @@ pub mod routes;
 pub mod sequencer;
 
 pub use append::{AppendOptions, Appended, Appender};
+pub use batch::{BatchAppender, BatchConfig, PendingRecord, RecordCommit, RecordError};
 pub use bucket::{BucketReadOptions, BucketReader, GapPolicy};
 pub use connect::{Bearer, Client, ConnectOptions, connect, connect_lazy};
 pub use error::{Error, Result, is_retryable_status};

@@ -6,6 +6,7 @@
 
 mod append;
 mod azure;
+mod batch;
 mod broker;
 mod bucket;
 mod fragments;

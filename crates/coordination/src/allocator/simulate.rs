@@ -1,4 +1,4 @@
-//! An in-memory stand-in for the keyspace's assignments, for tests and `folio bench
+//! An in-memory stand-in for the keyspace's assignments, for tests and `folio-bench
 //! allocator`: applies [`AssignmentChange`]s as guarded etcd writes would, syncs routes as
 //! primaries do, and expires the assignments of members that are gone as leases would.
 

@@ -87,7 +87,7 @@ impl Broker {
             .tempdir()
             .context("creating the broker's data directory")?;
         let port = free_port()?;
-        let exe = std::env::current_exe().context("locating the folio executable")?;
+        let exe = super::process::folio_executable()?;
         let data_dir = dir.path().join("data");
         let mut command = Command::new(exe);
         command

@@ -1,4 +1,4 @@
-//! `folio bench allocator`: the allocator's decision time at scale, simulated in-process.
+//! `folio-bench allocator`: the allocator's decision time at scale, simulated in-process.
 //!
 //! A cluster of `--members` members in `--zones` zones serves `--journals` journals of
 //! replication `--replication`. Each run times, with the allocator's output applied to an
@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use super::stats::median;
 
-/// Flags of `folio bench allocator`.
+/// Flags of `folio-bench allocator`.
 #[derive(Debug, Args)]
 pub struct AllocatorArgs {
     /// Members of the simulated cluster.

@@ -1,4 +1,4 @@
-//! `folio bench tail`: how soon blocking readers see what writers append.
+//! `folio-bench tail`: how soon blocking readers see what writers append.
 //!
 //! Per journal, one writer appends `--append-size` at a steady share of `--rate` (one
 //! append in flight), and `--readers` blocking reads follow the journal from offset 0.
@@ -34,7 +34,7 @@ use super::stats::{
     Column, MB_PER_S, MetricSummary, RunMetrics, Sample, metric_table, summarize_runs,
 };
 
-/// Flags of `folio bench tail`.
+/// Flags of `folio-bench tail`.
 #[derive(Debug, Clone, Args, Serialize)]
 pub struct TailArgs {
     /// Journals, each with one writer.

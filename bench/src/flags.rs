@@ -1,4 +1,4 @@
-//! Flags shared by the `folio bench` scenarios: repetitions and JSON output, byte sizes
+//! Flags shared by the `folio-bench` scenarios: repetitions and JSON output, byte sizes
 //! such as `16KiB`, and the load shape of append scenarios.
 
 use std::path::PathBuf;

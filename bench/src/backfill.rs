@@ -1,4 +1,4 @@
-//! `folio bench backfill`: reading history that lives in the fragment store.
+//! `folio-bench backfill`: reading history that lives in the fragment store.
 //!
 //! Setup (once): a journal with small fragments (`--fragment-length`) persisted to
 //! `--store` (or the started broker's `file://` store) gets `--history` bytes, and the
@@ -34,7 +34,7 @@ use super::stats::{
     Column, MB_PER_S, MetricSummary, RunMetrics, Sample, metric_table, summarize_runs,
 };
 
-/// Flags of `folio bench backfill`.
+/// Flags of `folio-bench backfill`.
 #[derive(Debug, Args)]
 pub struct BackfillArgs {
     /// Journal content written before the reads, e.g. `256MiB` (rounded up to whole

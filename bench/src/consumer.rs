@@ -1,4 +1,4 @@
-//! `folio bench consumer`: messages processed end to end by consumer shards.
+//! `folio-bench consumer`: messages processed end to end by consumer shards.
 //!
 //! Per run, fresh source journals (one shard each) and recovery logs are created; one
 //! publisher per journal appends `--messages` small JSON messages in total (each with its
@@ -40,7 +40,7 @@ use super::latency::Latency;
 use super::process::CpuMeter;
 use super::stats::{Column, MB_PER_S, RunMetrics, Sample, metric_table, summarize_runs};
 
-/// Flags of `folio bench consumer`.
+/// Flags of `folio-bench consumer`.
 #[derive(Debug, Clone, Args, Serialize)]
 pub struct ConsumerBenchArgs {
     /// Source journals, one shard each.

@@ -1,4 +1,4 @@
-//! The gRPC ceiling: `folio bench grpc-sink-server`, a Journal service that does nothing
+//! The gRPC ceiling: `folio-bench grpc-sink-server`, a Journal service that does nothing
 //! a broker does except speak the same protocol over the same tonic stack.
 //!
 //! - `Append` reads the client stream and answers a commit at a per-journal offset
@@ -36,7 +36,7 @@ use tonic::{Request, Response, Streaming};
 use super::process::{ServerProcess, free_port};
 use super::rpc::{CONNECTION_WINDOW, MAX_MESSAGE, STREAM_WINDOW};
 
-/// Flags of the hidden `folio bench grpc-sink-server`.
+/// Flags of the hidden `folio-bench grpc-sink-server`.
 #[derive(Debug, Args)]
 pub struct SinkServerArgs {
     /// Address to listen on.
@@ -364,7 +364,7 @@ impl Sink {
 /// Messages queued to each downstream sink of a relay.
 const RELAY_QUEUE: usize = 64;
 
-/// A `folio bench grpc-sink-server` process the bench started.
+/// A `folio-bench grpc-sink-server` process the bench started.
 #[derive(Debug)]
 pub struct SinkProcess {
     /// `http://127.0.0.1:PORT`.
@@ -387,10 +387,10 @@ impl SinkProcess {
             .tempdir()
             .context("creating a directory for the sink's log")?;
         let port = free_port()?;
-        let exe = std::env::current_exe().context("locating the folio executable")?;
+        let exe = std::env::current_exe().context("locating the folio-bench executable")?;
         let mut command = Command::new(exe);
         command
-            .args(["bench", "grpc-sink-server", "--listen"])
+            .args(["grpc-sink-server", "--listen"])
             .arg(format!("127.0.0.1:{port}"));
         if !downstream.is_empty() {
             command.arg("--relay-to").arg(downstream.join(","));
@@ -398,6 +398,10 @@ impl SinkProcess {
         let log = dir.path().join("sink.log");
         let mut process = ServerProcess::spawn("the gRPC sink", command, &log, "")?;
         process.wait_for_port(port, Duration::from_secs(30)).await?;
+        eprintln!(
+            "bench: started the gRPC sink (pid {}) on 127.0.0.1:{port}",
+            process.pid().unwrap_or_default()
+        );
         Ok(Self {
             endpoint: format!("http://127.0.0.1:{port}"),
             process,

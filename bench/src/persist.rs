@@ -1,4 +1,4 @@
-//! `folio bench persist`: fragment-store upload throughput per codec, against raw
+//! `folio-bench persist`: fragment-store upload throughput per codec, against raw
 //! `object_store` PUTs of the same uncompressed bytes to the same store.
 //!
 //! The baseline uploads the uncompressed fragment as a multipart upload with the same part
@@ -21,7 +21,7 @@ use sha1::{Digest, Sha1};
 use super::payload::log_lines;
 use super::stats::{Sample, Summary, summarize, table};
 
-/// Flags of `folio bench persist`.
+/// Flags of `folio-bench persist`.
 #[derive(Debug, Args)]
 pub struct PersistArgs {
     /// Fragment store URL to upload to, e.g. `s3://bucket/bench/?endpoint=http://127.0.0.1:9000`.

@@ -1,4 +1,4 @@
-//! `folio bench append`: append throughput and acknowledgement latency of a broker,
+//! `folio-bench append`: append throughput and acknowledgement latency of a broker,
 //! against the gRPC ceiling and NATS JetStream, each driven by the same load.
 //!
 //! Per run, in this order, each with fresh journals (subjects):
@@ -6,7 +6,7 @@
 //!    same RPCs into a sink that forwards every message to R-1 more sink processes as it
 //!    arrives and answers once they all answered: what replicating costs on this stack
 //!    with nothing else done. It is the ratios' baseline then (its CPU is the relay's);
-//! 1. **grpc sink (baseline)**: the same append RPCs into `folio bench grpc-sink-server`,
+//! 1. **grpc sink (baseline)**: the same append RPCs into `folio-bench grpc-sink-server`,
 //!    a separate process that discards them (see `sink.rs`);
 //! 2. **folio broker**: appends to journals created by `Apply`, persisted with `--codec`;
 //! 3. **nats jetstream** (peer): the same payloads published to a file-storage stream,
@@ -34,7 +34,7 @@ use super::stats::{
     Column, MB_PER_S, MetricSummary, RunMetrics, Sample, metric_table, summarize_runs,
 };
 
-/// Flags of `folio bench append`.
+/// Flags of `folio-bench append`.
 #[derive(Debug, Args)]
 pub struct AppendArgs {
     #[command(flatten)]

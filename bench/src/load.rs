@@ -169,7 +169,7 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
-    use crate::bench::flags::ByteSize;
+    use crate::flags::ByteSize;
 
     struct Counting(Arc<AtomicU64>);
 

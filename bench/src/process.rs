@@ -9,6 +9,23 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+/// The `folio` executable the benches run brokers with: `FOLIO_BIN` when set, else the
+/// `folio` beside this executable (both land in the same `target/<profile>/`).
+pub fn folio_executable() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("FOLIO_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().context("locating the folio-bench executable")?;
+    let folio = exe.with_file_name("folio");
+    if !folio.is_file() {
+        bail!(
+            "no folio executable at {} (build it beside folio-bench with `cargo build --release -p folio`, or set FOLIO_BIN)",
+            folio.display()
+        );
+    }
+    Ok(folio)
+}
+
 /// A child process that is killed when dropped.
 #[derive(Debug)]
 pub struct ServerProcess {
