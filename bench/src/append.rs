@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use super::broker::{Broker, BrokerArgs, journal_spec, parse_codec, unique_id};
 use super::flags::{ByteSize, LoadArgs, RunArgs};
-use super::load::{Sender, drive, grpc_senders};
+use super::load::{Sender, drive, journal_senders};
 use super::nats::NatsServer;
 use super::payload::log_lines;
 use super::process::CpuMeter;
@@ -63,6 +63,13 @@ pub struct AppendArgs {
     /// commit's interval); unset, the spec's default (20ms).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub persist_interval: Option<std::time::Duration>,
+    /// Send records of this size through the client's batching appender (one per writer)
+    /// instead of one append RPC each: every slot queues one record and waits for its
+    /// commit, so `--writers` x `--in-flight` records are in flight and the appender
+    /// coalesces them. Overrides --append-size; appends/s then counts records. NATS
+    /// publishes each record as a message of its own.
+    #[arg(long)]
+    pub records: Option<ByteSize>,
     #[command(flatten)]
     pub broker: BrokerArgs,
     #[command(flatten)]
@@ -101,8 +108,12 @@ const COLUMNS: [Column; 10] = [
 ];
 
 /// Runs the scenario and prints its table.
-pub async fn run(args: AppendArgs) -> Result<()> {
+pub async fn run(mut args: AppendArgs) -> Result<()> {
+    if let Some(size) = args.records {
+        args.load.append_size = size;
+    }
     args.load.validate()?;
+    let records = args.records.is_some();
     args.run.validate()?;
     let payload = log_lines(args.load.append_size.bytes());
     let id = unique_id();
@@ -153,14 +164,16 @@ pub async fn run(args: AppendArgs) -> Result<()> {
             .collect();
 
         if let Some(relay) = &relay {
-            let senders = grpc_senders(&relay.endpoint, &args.load, &journals, &payload).await?;
+            let senders =
+                journal_senders(&relay.endpoint, &args.load, &journals, &payload, records).await?;
             subjects[0].1.push(
                 measure(&args.load, senders, relay.pid())
                     .await
                     .context("the gRPC relay chain")?,
             );
         }
-        let senders = grpc_senders(&sink.endpoint, &args.load, &journals, &payload).await?;
+        let senders =
+            journal_senders(&sink.endpoint, &args.load, &journals, &payload, records).await?;
         subjects[sink_at].1.push(
             measure(&args.load, senders, sink.pid())
                 .await
@@ -209,8 +222,12 @@ pub async fn run(args: AppendArgs) -> Result<()> {
     }
 
     let summaries = summarize_runs(&subjects, MB_PER_S);
+    let sent_as = match records {
+        true => "; records through the batching appender (appends/s = records/s)",
+        false => "",
+    };
     let title = format!(
-        "append: {}; replication {}, broker codec {}, fragments {}, store {}; {} runs",
+        "append: {}{sent_as}; replication {}, broker codec {}, fragments {}, store {}; {} runs",
         args.load.describe(),
         args.broker.replication,
         args.codec.as_str_name(),
@@ -280,7 +297,14 @@ async fn measure_broker(
         })
         .collect::<Result<Vec<_>>>()?;
     broker.create_journals(specs).await?;
-    let senders = grpc_senders(&broker.endpoint, &args.load, journals, payload).await?;
+    let senders = journal_senders(
+        &broker.endpoint,
+        &args.load,
+        journals,
+        payload,
+        args.records.is_some(),
+    )
+    .await?;
     let started = std::time::Instant::now();
     let measured = measure(&args.load, senders, broker.pid).await;
     let elapsed = started.elapsed().as_secs_f64();

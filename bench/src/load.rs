@@ -8,10 +8,12 @@
 //! with the last of them.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
+use folio_client::{Appender, BatchAppender, BatchConfig};
 use tokio::task::JoinSet;
 
 use super::flags::LoadArgs;
@@ -163,9 +165,108 @@ pub async fn grpc_senders(
     Ok(senders)
 }
 
+/// Sends one record through a [`BatchAppender`] shared by its writer's slots and waits
+/// for the record's commit: the appender coalesces the records in flight into few
+/// appends (`--records`).
+#[derive(Debug)]
+pub struct RecordSender {
+    batches: Arc<BatchAppender>,
+    journal: String,
+    record: Bytes,
+}
+
+impl Sender for RecordSender {
+    async fn send(&self) -> Result<()> {
+        let pending = self
+            .batches
+            .append(&self.journal, self.record.clone())
+            .await
+            .with_context(|| format!("queueing a record for {}", self.journal))?;
+        let commit = pending
+            .await
+            .with_context(|| format!("a record for {}", self.journal))?;
+        anyhow::ensure!(
+            commit.end - commit.begin == self.record.len() as i64,
+            "a record for {} committed [{}, {}), not its {} bytes",
+            self.journal,
+            commit.begin,
+            commit.end,
+            self.record.len()
+        );
+        Ok(())
+    }
+}
+
+/// One record sender per slot: each writer opens one connection to `endpoint` with one
+/// batching appender (default [`BatchConfig`]) over it, and its slots take journals
+/// round-robin.
+pub async fn record_senders(
+    endpoint: &str,
+    load: &LoadArgs,
+    journals: &[String],
+    record: &Bytes,
+) -> Result<Vec<RecordSender>> {
+    let mut senders = Vec::with_capacity(load.slots());
+    for _writer in 0..load.writers {
+        let client = rpc::connect(endpoint).await?;
+        let batches = Arc::new(
+            BatchAppender::new(Appender::new(client), BatchConfig::default())
+                .context("the batching appender")?,
+        );
+        for _ in 0..load.in_flight {
+            senders.push(RecordSender {
+                batches: batches.clone(),
+                journal: journals[senders.len() % journals.len()].clone(),
+                record: record.clone(),
+            });
+        }
+    }
+    Ok(senders)
+}
+
+/// A gRPC sender of either kind: one append per send, or one record through a batching
+/// appender.
+#[derive(Debug)]
+pub enum JournalSender {
+    /// [`GrpcSender`].
+    Append(GrpcSender),
+    /// [`RecordSender`].
+    Record(RecordSender),
+}
+
+impl Sender for JournalSender {
+    async fn send(&self) -> Result<()> {
+        match self {
+            JournalSender::Append(s) => s.send().await,
+            JournalSender::Record(s) => s.send().await,
+        }
+    }
+}
+
+/// Senders to `endpoint`: record senders when `records`, append senders otherwise.
+pub async fn journal_senders(
+    endpoint: &str,
+    load: &LoadArgs,
+    journals: &[String],
+    payload: &Bytes,
+    records: bool,
+) -> Result<Vec<JournalSender>> {
+    Ok(match records {
+        true => record_senders(endpoint, load, journals, payload)
+            .await?
+            .into_iter()
+            .map(JournalSender::Record)
+            .collect(),
+        false => grpc_senders(endpoint, load, journals, payload)
+            .await?
+            .into_iter()
+            .map(JournalSender::Append)
+            .collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;

@@ -14,11 +14,12 @@
 //! | `backfill` | history read through the broker, and from signed URLs | raw `object_store` GETs | |
 //! | `persist` | fragment uploads per codec | raw multipart PUTs | |
 //! | `allocator` | assignment decisions, 100 members x 100,000 journals | round-robin assignment | |
+//! | `journals` | 100,000 journals on one broker: idle RSS and CPU, List time, appends to random ones p50/p99 | the same appends to the gRPC sink | |
 //! | `consumer` | messages published, consumed and committed by shards: msgs/s, commit p50/p99 | raw reads of the same journals | |
 //!
 //! ## Layout
 //! - scenarios: `append.rs`, `tail.rs`, `backfill.rs`, `persist.rs`, `allocator.rs`,
-//!   `consumer.rs`;
+//!   `journals.rs`, `consumer.rs`;
 //! - what they share: `flags.rs` (flags), `load.rs` (the append load generator),
 //!   `rpc.rs` (connections and the append RPC), `broker.rs` (the broker under test),
 //!   `sink.rs` (the gRPC sink/relay server), `nats.rs` (the NATS peer), `process.rs`
@@ -31,6 +32,7 @@ mod backfill;
 mod broker;
 mod consumer;
 mod flags;
+mod journals;
 mod latency;
 mod load;
 mod nats;
@@ -67,6 +69,8 @@ enum BenchCommand {
     Allocator(allocator::AllocatorArgs),
     /// Messages published, consumed and committed by consumer shards, against raw reads.
     Consumer(consumer::ConsumerBenchArgs),
+    /// What many journals cost one broker: idle RSS and CPU, List, appends to random ones.
+    Journals(journals::JournalsArgs),
     /// The no-op gRPC sink the append and tail benches start as their baseline.
     #[command(hide = true)]
     GrpcSinkServer(sink::SinkServerArgs),
@@ -88,6 +92,7 @@ fn run(cli: Cli) -> Result<()> {
         BenchCommand::Tail(args) => block_on(tail::run(args)),
         BenchCommand::Backfill(args) => block_on(backfill::run(args)),
         BenchCommand::Allocator(args) => allocator::run(args),
+        BenchCommand::Journals(args) => block_on(journals::run(args)),
         BenchCommand::Consumer(args) => {
             // Shard failures and retries show; FOLIO_LOG asks for more.
             let filter = tracing_subscriber::EnvFilter::try_from_env("FOLIO_LOG")

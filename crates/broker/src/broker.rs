@@ -467,18 +467,35 @@ impl Broker {
                     tracing::warn!(%err, "allocating failed; will retry at the next revision")
                 }
             }
-            for txn in self.reconcile().await {
-                match self.keyspace.txn(txn).await {
-                    // A failed guard means the view moved on; the next revision decides.
-                    Ok(_) => {}
-                    Err(err) => tracing::warn!(%err, "advertising a route failed; will retry"),
-                }
-            }
+            let advertise = self.reconcile().await;
+            self.advertise(advertise).await;
             tokio::select! {
                 changed = revisions.changed() => if changed.is_err() { return },
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(Duration::from_secs(5)) => {}
                 () = cancel.cancelled() => return,
+            }
+        }
+    }
+
+    /// Writes route advertisements, several journals' to a transaction (at most
+    /// `MAX_TXN_OPS` compares and ops each): a broker that starts serving 100,000
+    /// journals writes some 800 revisions, not 100,000. A group whose guard fails (one of
+    /// its journals moved on) is written again one journal at a time, so the others
+    /// still land; a failed guard alone means the view moved on and the next revision
+    /// decides.
+    async fn advertise(&self, txns: Vec<Txn>) {
+        for (group, members) in group_txns(txns, folio_coordination::allocator::MAX_TXN_OPS) {
+            match self.keyspace.txn(group).await {
+                Ok(response) if response.succeeded || members.len() == 1 => {}
+                Ok(_) => {
+                    for txn in members {
+                        if let Err(err) = self.keyspace.txn(txn).await {
+                            tracing::warn!(%err, "advertising a route failed; will retry");
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(%err, "advertising routes failed; will retry"),
             }
         }
     }
@@ -558,5 +575,62 @@ impl Broker {
     /// Sum of memory held by replicas' spools and unpersisted fragments.
     pub fn memory_used(&self) -> usize {
         self.replica_config.budget.used()
+    }
+}
+
+/// `txns` merged, in order, into transactions of at most `max_ops` compares and at most
+/// `max_ops` success ops (none of them has failure ops), each with the transactions it
+/// merged (to write one by one should the group's guard fail).
+fn group_txns(txns: Vec<Txn>, max_ops: usize) -> Vec<(Txn, Vec<Txn>)> {
+    let mut groups: Vec<(Txn, Vec<Txn>)> = Vec::new();
+    for txn in txns {
+        let fits = groups.last().is_some_and(|(group, _)| {
+            group.compares.len() + txn.compares.len() <= max_ops
+                && group.success.len() + txn.success.len() <= max_ops
+        });
+        if !fits {
+            groups.push((Txn::new(), Vec::new()));
+        }
+        let (group, members) = groups.last_mut().expect("a group was just pushed");
+        group.compares.extend(txn.compares.iter().cloned());
+        group.success.extend(txn.success.iter().cloned());
+        members.push(txn);
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use folio_coordination::keyspace::{Compare, Op};
+
+    use super::*;
+
+    fn advert(journal: usize, replicas: usize) -> Txn {
+        let keys: Vec<String> = (0..replicas)
+            .map(|r| format!("/a/j{journal}#m{r}"))
+            .collect();
+        Txn::new()
+            .when(keys.iter().map(|k| Compare::ModRevision(k.clone(), 3)))
+            .and_then(keys.iter().map(|k| Op::put(k.clone(), "route")))
+    }
+
+    #[test]
+    fn advertisements_are_grouped_within_the_txn_limit_in_order() {
+        let txns: Vec<Txn> = (0..100).map(|j| advert(j, 3)).collect();
+        let groups = group_txns(txns.clone(), 128);
+        // 42 journals of 3 keys fit in 128 ops: 42 + 42 + 16.
+        let sizes: Vec<usize> = groups.iter().map(|(_, m)| m.len()).collect();
+        assert_eq!(sizes, [42, 42, 16]);
+        let members: Vec<Txn> = groups.iter().flat_map(|(_, m)| m.clone()).collect();
+        assert_eq!(members, txns, "every txn once, in order");
+        for (group, members) in &groups {
+            assert!(group.compares.len() <= 128 && group.success.len() <= 128);
+            let compares: Vec<Compare> = members.iter().flat_map(|t| t.compares.clone()).collect();
+            assert_eq!(group.compares, compares);
+            assert!(group.failure.is_empty());
+        }
+        assert!(group_txns(Vec::new(), 128).is_empty());
+        // A txn larger than the limit is a group of its own.
+        assert_eq!(group_txns(vec![advert(0, 2), advert(1, 2)], 1).len(), 2);
     }
 }

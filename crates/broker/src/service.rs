@@ -320,6 +320,44 @@ fn check_journal(journal: &str) -> Result<(), tonic::Status> {
     folio_protocol::validate_journal_name(journal).map_err(invalid_field)
 }
 
+/// The journals a (non-watch) `List` answer carries per message, at most, in bytes
+/// encoded (a single larger journal goes in a message of its own).
+const LIST_CHUNK_BYTES: usize = 1 << 20;
+
+/// `snapshot` as messages of at most `limit` bytes of journals each (at least one message,
+/// each with the snapshot's status and header): a client reads the stream to its end and
+/// concatenates their journals.
+fn chunk_list(snapshot: ListResponse, limit: usize) -> Vec<ListResponse> {
+    let ListResponse {
+        status,
+        header,
+        journals,
+    } = snapshot;
+    let message = |journals| ListResponse {
+        status,
+        header: header.clone(),
+        journals,
+    };
+    let mut chunks = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for journal in journals {
+        // The journal as a field of the message: its tag, its length and itself.
+        let len = prost::Message::encoded_len(&journal);
+        let size = 1 + prost::length_delimiter_len(len) + len;
+        if !current.is_empty() && bytes + size > limit {
+            chunks.push(message(std::mem::take(&mut current)));
+            bytes = 0;
+        }
+        bytes += size;
+        current.push(journal);
+    }
+    if !current.is_empty() || chunks.is_empty() {
+        chunks.push(message(current));
+    }
+    chunks
+}
+
 #[tonic::async_trait]
 impl Journal for JournalService {
     type ListStream = BoxStream<ListResponse>;
@@ -346,10 +384,12 @@ impl Journal for JournalService {
             .validate()
             .map_err(|e| invalid_field(e.within("selector")))?;
         if !request.watch {
-            let snapshot = self.list_snapshot(&selector, &claims);
-            return Ok(Response::new(Box::pin(futures::stream::once(async move {
-                Ok(snapshot)
-            }))));
+            // In messages of about LIST_CHUNK_BYTES, so that a List of 100,000 journals
+            // stays within the message size limits of both ends.
+            let chunks = chunk_list(self.list_snapshot(&selector, &claims), LIST_CHUNK_BYTES);
+            return Ok(Response::new(Box::pin(futures::stream::iter(
+                chunks.into_iter().map(Ok),
+            ))));
         }
         // A watch sends a snapshot now (unless the client has this revision already) and
         // another on every keyspace change, until the client goes away.
@@ -905,5 +945,62 @@ impl Journal for JournalService {
             header,
             store_health_error: error,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journal(name: &str) -> list_response::Journal {
+        list_response::Journal {
+            spec: Some(folio_protocol::JournalSpec {
+                name: name.to_owned(),
+                ..Default::default()
+            }),
+            mod_revision: 7,
+            ..Default::default()
+        }
+    }
+
+    fn snapshot(journals: usize) -> ListResponse {
+        ListResponse {
+            status: Status::Ok as i32,
+            header: Some(folio_protocol::Header::default()),
+            journals: (0..journals)
+                .map(|j| journal(&format!("a/j{j:05}")))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn list_answers_are_cut_into_messages_within_the_limit() {
+        let len = prost::Message::encoded_len(&journal("a/j00000"));
+        let size = 1 + prost::length_delimiter_len(len) + len;
+        let chunks = chunk_list(snapshot(1000), 100 * size);
+        assert_eq!(chunks.len(), 10);
+        let names: Vec<String> = chunks
+            .iter()
+            .flat_map(|c| {
+                c.journals
+                    .iter()
+                    .map(|j| j.spec.as_ref().expect("spec").name.clone())
+            })
+            .collect();
+        let want: Vec<String> = (0..1000).map(|j| format!("a/j{j:05}")).collect();
+        assert_eq!(names, want, "every journal once, in order");
+        for chunk in &chunks {
+            assert!(prost::Message::encoded_len(chunk) <= 100 * size + 64);
+            assert_eq!(chunk.status, Status::Ok as i32);
+            assert!(chunk.header.is_some());
+        }
+    }
+
+    #[test]
+    fn an_empty_or_small_list_is_one_message() {
+        assert_eq!(chunk_list(snapshot(0), LIST_CHUNK_BYTES).len(), 1);
+        assert_eq!(chunk_list(snapshot(3), LIST_CHUNK_BYTES).len(), 1);
+        // A journal larger than the limit is a message of its own.
+        assert_eq!(chunk_list(snapshot(3), 1).len(), 3);
     }
 }

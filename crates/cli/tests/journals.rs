@@ -399,6 +399,51 @@ fn apply_list_and_delete_specs() {
     );
 }
 
+/// Many journals: applied in transactions of `--max-txn-size` specs, and listed in
+/// full although the broker's answer comes in several messages (a List of 20,000
+/// journals is over a megabyte, the size of one).
+#[test]
+fn many_journals_apply_in_transactions_and_list_whole() {
+    let broker = Broker::start();
+    let count = 20_000;
+    let mut yaml = String::from("journals:\n");
+    for j in 0..count {
+        yaml.push_str(&format!("  - name: bulk/j{j:05}\n"));
+    }
+    let specs = broker.write_file("bulk.yaml", yaml.as_bytes());
+    let err = broker
+        .run(&["apply", "-f", &specs, "--max-txn-size", "x"])
+        .err();
+    assert!(err.contains("--max-txn-size"), "{err}");
+    assert_eq!(
+        broker.run(&["list"]).ok().lines().count(),
+        1,
+        "a refused flag applies nothing"
+    );
+
+    let out = broker.run(&["apply", "-f", &specs, "--max-txn-size", "6000"]);
+    let stdout = out.ok();
+    assert!(
+        stdout.contains(&format!("applied {count} changes at revision ")),
+        "{stdout}"
+    );
+    assert!(
+        out.stderr.contains("transaction 4 of 4"),
+        "progress per transaction: {}",
+        out.stderr
+    );
+    let table = broker.run(&["list"]).ok();
+    let names: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let want: Vec<String> = (0..count).map(|j| format!("bulk/j{j:05}")).collect();
+    assert_eq!(names, want, "every journal listed once, in order");
+    let again = broker.run(&["apply", "-f", &specs]).ok();
+    assert!(again.ends_with("every spec is unchanged; nothing to apply\n"));
+}
+
 #[test]
 fn append_and_read_back_bytes() {
     let broker = Broker::start();

@@ -11,9 +11,13 @@
 //!   survive a restart (nor do the keys bound to them).
 //!
 //! With [`MemoryKeySpace::open`] every key without a lease (journal specs) is saved to a file
-//! after each committed change, atomically (temporary file, fsync, rename). The store
-//! revision is saved too and continues after a restart, so revisions a client has seen never
-//! repeat. A change whose save fails is not applied and its caller gets [`Error::Persist`].
+//! after each committed change to them, atomically (temporary file, fsync, rename). A change
+//! of leased keys only (assignments, members: gone after a restart anyway) leaves the file
+//! as it is, up to [`UNSAVED_REVISIONS`] of them in a row; the revision after a restart is
+//! the saved one plus that many, so revisions a client has seen never repeat. (Without
+//! this, a broker serving N journals would rewrite the file of all N specs once per
+//! assignment and route: N^2 work to start.) A change whose save fails is not applied and
+//! its caller gets [`Error::Persist`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -36,6 +40,10 @@ use crate::keyspace::{
     Compare, Event, KeySpace, KeyValue, LeaseId, Op, Snapshot, Txn, TxnResponse, WatchStream,
 };
 use crate::{Error, Result};
+
+/// Revisions that may follow the saved one without a save (each a change of leased keys
+/// only); a restart continues at the saved revision plus this many.
+pub const UNSAVED_REVISIONS: i64 = 1024;
 
 /// Tuning of a [`MemoryKeySpace`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,6 +108,8 @@ struct State {
     // Every revision in (history_floor, revision] is in `history`.
     history_floor: i64,
     watchers: Vec<Watcher>,
+    // Revisions since the file was last saved (changes of leased keys only).
+    unsaved: i64,
 }
 
 struct Lease {
@@ -227,17 +237,26 @@ impl Inner {
             }
             return Ok(state.revision);
         }
+        let mut saved = false;
         if let Some(path) = &self.path {
             let image = {
                 let state = self.state();
-                encode_file(state.revision + 1, state.saved_after(&changes))
+                (state.unsaved + 1 >= UNSAVED_REVISIONS || !state.leased_only(&changes))
+                    .then(|| encode_file(state.revision + 1, state.saved_after(&changes)))
             };
-            let target = path.clone();
-            run_blocking(path, move || write_atomically(&target, &image)).await?;
+            if let Some(image) = image {
+                let target = path.clone();
+                run_blocking(path, move || write_atomically(&target, &image)).await?;
+                saved = true;
+            }
         }
         let mut state = self.state();
         for lease in drop_leases {
             state.leases.remove(lease);
+        }
+        match saved || self.path.is_none() {
+            true => state.unsaved = 0,
+            false => state.unsaved += 1,
         }
         Ok(state.apply(changes, &self.options))
     }
@@ -336,6 +355,16 @@ impl State {
     }
 
     /// The un-leased keys as they will be after `changes`: what the file holds.
+    /// Whether `changes` touch leased keys only: keys the file does not hold before or
+    /// after them, so it need not be rewritten.
+    fn leased_only(&self, changes: &[Change]) -> bool {
+        let leased_now = |key: &str| self.kvs.get(key).is_none_or(|kv| kv.lease.is_some());
+        changes.iter().all(|change| match change {
+            Change::Put(kv) => kv.lease.is_some() && leased_now(&kv.key),
+            Change::Delete(key) => leased_now(key),
+        })
+    }
+
     fn saved_after(&self, changes: &[Change]) -> Vec<SavedKeyValue> {
         let mut after: BTreeMap<&str, Option<&KeyValue>> = BTreeMap::new();
         for change in changes {
@@ -677,11 +706,13 @@ fn decode_file(path: &Path, bytes: &[u8]) -> Result<State> {
             return Err(corrupt(format!("key {key:?} appears twice")));
         }
     }
+    // Up to UNSAVED_REVISIONS changes of leased keys may have followed the save.
+    let revision = saved.revision + UNSAVED_REVISIONS;
     Ok(State {
-        revision: saved.revision,
+        revision,
         kvs,
-        // Nothing before the saved revision can be replayed.
-        history_floor: saved.revision,
+        // Nothing before the restart can be replayed.
+        history_floor: revision,
         ..State::default()
     })
 }
@@ -760,7 +791,13 @@ mod tests {
         };
         let ks = MemoryKeySpace::open(&path).await.expect("test step");
         let snap = ks.load("/f/").await.expect("test step");
-        assert_eq!(snap.revision, last_rev, "revision continues from the save");
+        // The leased put did not rewrite the file; the restart skips past whatever
+        // revisions may have followed the save.
+        assert_eq!(
+            snap.revision,
+            last_rev - 1 + UNSAVED_REVISIONS,
+            "revision continues past the save"
+        );
         assert_eq!(snap.kvs.len(), 1, "only the spec survives: {snap:?}");
         assert_eq!(snap.kvs[0].key, "/f/items/a");
         assert_eq!(snap.kvs[0].value, Bytes::from("spec-a"));
@@ -770,13 +807,71 @@ mod tests {
             .txn(put("/f/items/c", "spec-c"))
             .await
             .expect("test step");
-        assert_eq!(next.revision, last_rev + 1);
+        assert_eq!(next.revision, last_rev + UNSAVED_REVISIONS);
         // History from before the restart is gone, and says so.
         let mut watch = ks.watch("/f/", spec_rev);
         assert!(matches!(
             watch.next().await,
             Some(Err(Error::Compacted { .. }))
         ));
+    }
+
+    /// Changes of leased keys only leave the file as it is (up to UNSAVED_REVISIONS in a
+    /// row), and no revision seen before a restart comes again after it.
+    #[tokio::test]
+    async fn leased_changes_skip_the_save_and_revisions_never_repeat() {
+        let dir = tempfile::tempdir().expect("test step");
+        let path = dir.path().join("keyspace");
+        let last = {
+            let ks = MemoryKeySpace::open(&path).await.expect("test step");
+            ks.txn(put("/f/items/a", "spec-a"))
+                .await
+                .expect("test step");
+            let saved = std::fs::read(&path).expect("test step");
+            let lease = ks
+                .grant_lease(Duration::from_secs(60))
+                .await
+                .expect("test step");
+            for i in 0..UNSAVED_REVISIONS - 1 {
+                let value = format!("route {i}");
+                ks.txn(Txn::new().and_then([Op::put_leased("/f/assign/a#x", value, lease)]))
+                    .await
+                    .expect("test step");
+            }
+            assert_eq!(
+                std::fs::read(&path).expect("test step"),
+                saved,
+                "leased changes did not rewrite the file"
+            );
+            // One more: the file is saved (so the slack is never exceeded).
+            ks.txn(Txn::new().and_then([Op::put_leased("/f/assign/a#x", "last", lease)]))
+                .await
+                .expect("test step");
+            assert_ne!(std::fs::read(&path).expect("test step"), saved);
+            // A leased key turned into an unleased one is saved at once.
+            ks.txn(put("/f/assign/a#x", "kept"))
+                .await
+                .expect("test step");
+            let mut last = 0;
+            for _ in 0..10 {
+                last = ks
+                    .txn(Txn::new().and_then([Op::put_leased("/f/m#y", "m", lease)]))
+                    .await
+                    .expect("test step")
+                    .revision;
+            }
+            last
+        };
+        let ks = MemoryKeySpace::open(&path).await.expect("test step");
+        let snap = ks.load("/f/").await.expect("test step");
+        assert!(snap.revision >= last, "{} < {last}", snap.revision);
+        let keys: Vec<&str> = snap.kvs.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(keys, ["/f/assign/a#x", "/f/items/a"], "the unleased keys");
+        let next = ks
+            .txn(put("/f/items/b", "spec-b"))
+            .await
+            .expect("test step");
+        assert!(next.revision > last, "{} <= {last}", next.revision);
     }
 
     #[tokio::test]

@@ -4,7 +4,8 @@
 //! Each spec is compared with the broker's current one (from one `List`), and the
 //! changed ones are sent in a single `Apply` whose changes expect the mod revisions that
 //! `List` reported (0 for a new journal), so a spec someone changed meanwhile fails the
-//! whole apply instead of being overwritten.
+//! whole apply instead of being overwritten. `--max-txn-size` splits a large apply
+//! (beyond the message size limit) into transactions of that many specs each.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -45,6 +46,7 @@ Omitted fields take their defaults. A file ending in .json is read as JSON
 
 Every spec is applied with the mod revision the broker lists for it (0 for a new
 journal), all in one transaction: if any of them changed meanwhile, nothing is applied.
+With --max-txn-size N they go in transactions of N specs, each all or nothing.
 Specs equal to the current ones are left as they are.";
 
 /// Flags of `folio journals apply`.
@@ -56,6 +58,12 @@ pub struct ApplyArgs {
     /// Print what would be created, updated or left unchanged, and apply nothing.
     #[arg(long, env = "FOLIO_DRY_RUN")]
     dry_run: bool,
+    /// Apply the changes in transactions of at most this many specs each (0: all in
+    /// one). Needed when one `Apply` of them all would exceed the broker's message size
+    /// limit (about 4 MiB by default: some 15,000 specs) or, with etcd, its
+    /// `--max-txn-ops`; each transaction is all or nothing, the whole apply is not.
+    #[arg(long, default_value_t = 0, env = "FOLIO_MAX_TXN_SIZE")]
+    max_txn_size: usize,
 }
 
 /// What applying one spec does.
@@ -105,7 +113,51 @@ pub async fn run(broker: &Broker, args: ApplyArgs) -> Result<()> {
         upsert: Some(spec.clone()),
         delete: String::new(),
     };
-    run_plan(&plan, args.dry_run, change, |changes| broker.apply(changes)).await
+    let max_txn_size = args.max_txn_size;
+    run_plan(&plan, args.dry_run, change, |changes| {
+        apply_in_transactions(broker, changes, max_txn_size)
+    })
+    .await
+}
+
+/// Applies `changes` in transactions of at most `max_txn_size` (0: one transaction),
+/// in order, saying on stderr how far it got when there are several; returns the last
+/// revision. A transaction that fails stops the apply, and the error says how many
+/// changes were applied before it.
+async fn apply_in_transactions(
+    broker: &Broker,
+    changes: Vec<apply_request::Change>,
+    max_txn_size: usize,
+) -> Result<i64> {
+    let total = changes.len();
+    if max_txn_size == 0 || total <= max_txn_size {
+        return broker.apply(changes).await.map_err(|err| {
+            err.context(format!(
+                "none of the {total} changes was applied (if the broker refused the message \
+                 as too large, pass --max-txn-size, e.g. 1000)"
+            ))
+        });
+    }
+    let transactions = total.div_ceil(max_txn_size);
+    let mut changes = changes.into_iter();
+    let mut applied = 0;
+    let mut revision = 0;
+    for transaction in 1..=transactions {
+        let batch: Vec<_> = changes.by_ref().take(max_txn_size).collect();
+        let count = batch.len();
+        revision = broker.apply(batch).await.map_err(|err| {
+            err.context(format!(
+                "transaction {transaction} of {transactions} failed: {applied} of the {total} \
+                 changes were applied before it, none after"
+            ))
+        })?;
+        applied += count;
+        eprintln!(
+            "applied {applied} of {total} changes (transaction {transaction} of {transactions}, \
+             revision {revision})"
+        );
+    }
+    Ok(revision)
 }
 
 /// Carries out `plan` (each spec's name, spec and action): prints what happens to each,

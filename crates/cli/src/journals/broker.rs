@@ -12,6 +12,9 @@ use folio_protocol::{
 };
 use futures::StreamExt;
 
+/// The most journal names `current` puts in a `List` selector; beyond it, it lists all.
+const MAX_NAMES_IN_SELECTOR: usize = 2_000;
+
 /// A journal as `List` reports it: spec, mod revision and route.
 pub type Listed = list_response::Journal;
 
@@ -90,13 +93,22 @@ impl Broker {
             .await
             .map_err(|s| self.rpc_error("listing journals", &s))?
             .into_inner();
-        let response = stream
+        // A long list comes in several messages; their journals are concatenated.
+        let mut journals = Vec::new();
+        let mut answered = false;
+        while let Some(response) = stream
             .message()
             .await
             .map_err(|s| self.rpc_error("listing journals", &s))?
-            .ok_or_else(|| anyhow!("listing journals: the broker ended the stream unanswered"))?;
-        check_status("listing journals", response.status, "")?;
-        Ok(response.journals)
+        {
+            check_status("listing journals", response.status, "")?;
+            journals.extend(response.journals);
+            answered = true;
+        }
+        if !answered {
+            bail!("listing journals: the broker ended the stream unanswered");
+        }
+        Ok(journals)
     }
 
     /// The current spec, mod revision and route of each of `names` that exists, by
@@ -105,19 +117,28 @@ impl Broker {
         if names.is_empty() {
             return Ok(HashMap::new());
         }
-        let mut include = LabelSet::default();
-        for name in names {
-            include.add_value(folio_protocol::label::META_NAME, *name);
-        }
-        let selector = LabelSelector {
-            include: Some(include),
-            exclude: None,
+        // Beyond a few thousand names the selector itself would be a large message:
+        // list everything and keep the names asked for.
+        let selector = match names.len() > MAX_NAMES_IN_SELECTOR {
+            true => LabelSelector::default(),
+            false => {
+                let mut include = LabelSet::default();
+                for name in names {
+                    include.add_value(folio_protocol::label::META_NAME, *name);
+                }
+                LabelSelector {
+                    include: Some(include),
+                    exclude: None,
+                }
+            }
         };
+        let wanted: std::collections::HashSet<&str> = names.iter().copied().collect();
         Ok(self
             .list(&selector)
             .await?
             .into_iter()
             .filter_map(|j| j.spec.as_ref().map(|s| s.name.clone()).map(|n| (n, j)))
+            .filter(|(name, _)| wanted.contains(name.as_str()))
             .collect())
     }
 
