@@ -21,11 +21,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/test-env.sh
 
-usage="usage: bench/run.sh append|tail|backfill|persist|allocator|consumer|cluster|smoke [flags]"
+usage="usage: bench/run.sh append|tail|backfill|persist|allocator|consumer|journals|cluster|smoke [flags]"
 scenario=${1:?$usage}
 shift
 case "$scenario" in
-  append | tail | backfill | persist | allocator | consumer | cluster | smoke) ;;
+  append | tail | backfill | persist | allocator | consumer | journals | cluster | smoke) ;;
   *)
     echo "unknown scenario $scenario; $usage" >&2
     exit 2
