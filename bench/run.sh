@@ -7,7 +7,11 @@
 #   bash bench/run.sh backfill [flags for `folio-bench backfill`]  history via broker / signed URLs vs raw GETs
 #   bash bench/run.sh persist  [flags for `folio-bench persist`]   fragment uploads per codec vs raw PUTs
 #   bash bench/run.sh consumer [flags for `folio-bench consumer`]  shards: publish, consume, commit vs raw reads
+#   bash bench/run.sh journals [flags for `folio-bench journals`]  100,000 journals: idle cost, List, random appends
 #   bash bench/run.sh smoke                                        every scenario, tiny and quick (CI)
+#
+# FOLIO_BENCH_PROFILE=debug builds and runs the debug binaries instead (CI's smoke run,
+# whose numbers mean nothing anyway, reuses the test build that way).
 #
 # Servers: etcd and s3s-fs (scripts/test-env.sh) always; nats-server (Debian package,
 # installed when missing) for `append`. The broker, the gRPC sink and nats-server are
@@ -44,13 +48,21 @@ folio_ensure_nats() {
 
 folio_ensure_tools
 if [ "$scenario" = append ] || [ "$scenario" = cluster ] || [ "$scenario" = smoke ]; then folio_ensure_nats; fi
-cargo build --release -p folio -p folio-bench
+profile=${FOLIO_BENCH_PROFILE:-release}
+case "$profile" in
+  release) cargo build --release -p folio -p folio-bench ;;
+  debug) cargo build -p folio -p folio-bench ;;
+  *)
+    echo "FOLIO_BENCH_PROFILE=$profile: expected release or debug" >&2
+    exit 2
+    ;;
+esac
 folio_start_servers
 
 s3_store="s3://$FOLIO_TEST_S3_BUCKET/bench/?endpoint=$FOLIO_TEST_S3_ENDPOINT&region=$FOLIO_TEST_S3_REGION&access_key_id=$FOLIO_TEST_S3_ACCESS_KEY&secret_access_key=$FOLIO_TEST_S3_SECRET_KEY"
 export FOLIO_BENCH_STORE=${FOLIO_BENCH_STORE:-$s3_store}
-folio=target/release/folio
-folio_bench=target/release/folio-bench
+folio=target/$profile/folio
+folio_bench=target/$profile/folio-bench
 
 # Runs one scenario with JSON to $1, unless the flags name another file.
 bench() {
@@ -107,6 +119,9 @@ started=$SECONDS
 folio_log "smoke: append (as fast as acked)"
 bench "$out/append.json" append --runs 1 --duration 1s --warmup 100ms \
   --journals 2 --writers 1 --in-flight 4 --append-size 16KiB --fragment-length 8MiB
+folio_log "smoke: append (1 KiB records through the batching appender)"
+bench "$out/append-records.json" append --runs 1 --duration 1s --warmup 100ms \
+  --journals 1 --writers 1 --in-flight 64 --records 1KiB --fragment-length 8MiB
 folio_log "smoke: append (steady rate)"
 bench "$out/append-rate.json" append --runs 1 --duration 1s --warmup 100ms \
   --journals 1 --in-flight 1 --rate 5 --append-size 16KiB --fragment-length 8MiB
@@ -120,6 +135,9 @@ folio_log "smoke: persist"
 bench "$out/persist.json" persist --runs 1 --fragment-mib 4 --part-mib 8
 folio_log "smoke: allocator"
 bench "$out/allocator.json" allocator --runs 1 --members 10 --journals 1000
+folio_log "smoke: journals (2,000 of them)"
+bench "$out/journals.json" journals --runs 1 --journals 2000 --apply-batch 500 --idle 1s \
+  --appends 100
 folio_log "smoke: consumer"
 bench "$out/consumer.json" consumer --runs 1 --messages 5000 --journals 2
 folio_log "smoke: every scenario ran, in $((SECONDS - started)) s; JSON in $out/"

@@ -31,7 +31,9 @@ pub(crate) fn retry_delays() -> impl Iterator<Item = Duration> {
         .build()
 }
 
-/// A closed fragment on its way to the store, with the memory it holds.
+/// A closed fragment on its way to the store, with the memory it holds. It travels boxed:
+/// a queue allocates its first block of slots up front, and a replica that never closes a
+/// fragment (most of 100,000 idle journals) should pay for pointers, not jobs.
 #[derive(Debug)]
 pub(crate) struct PersistJob {
     pub closed: ClosedFragment,
@@ -68,7 +70,7 @@ pub(crate) struct Shared {
 /// Runs until the queue closes and is drained, or `cancel` fires and the current upload
 /// ends (a cancelled persister leaves the rest in memory, and says so).
 pub(crate) async fn run(
-    mut queue: mpsc::Receiver<PersistJob>,
+    mut queue: mpsc::Receiver<Box<PersistJob>>,
     store: Option<FragmentStore>,
     options: PersistOptions,
     sink: Arc<dyn PersistSink>,
@@ -84,6 +86,7 @@ pub(crate) async fn run(
     // holding their charge: the budget then bounds the journal.
     let mut kept = Vec::new();
     while let Some(job) = queue.recv().await {
+        let job = *job;
         let Some(store) = &store else {
             tracing::warn!(journal = %job.closed.fragment.journal, "journal has no fragment store; fragment kept in memory only");
             let mut job = job;
@@ -112,7 +115,7 @@ pub(crate) async fn run(
                 () = stopping.cancelled() => {}
                 () = cancel.cancelled() => return,
             }
-            if let Ok(Some(stored)) = find_persisted(store, &fragment).await {
+            if let Ok(Some(stored)) = Box::pin(find_persisted(store, &fragment)).await {
                 metrics::counter!(crate::metrics::PERSIST_FOUND).increment(1);
                 sink.persisted(job.closed.fragment.begin, stored);
                 drop(job.charge);
@@ -136,7 +139,8 @@ pub(crate) async fn run(
                 }
             };
             let started = tokio::time::Instant::now();
-            let attempt = persist(store, &fragment, &job.closed.chunks, &options);
+            // Boxed: the idle task then holds only this loop's state, not an upload's.
+            let attempt = Box::pin(persist(store, &fragment, &job.closed.chunks, &options));
             let result = tokio::select! {
                 r = attempt => r,
                 () = cancel.cancelled() => {

@@ -253,6 +253,10 @@ struct Inner {
     /// or partitioned former primary) must not keep this replica's spool.
     replication_cancel: Mutex<CancellationToken>,
     tasks: Mutex<JoinSet<()>>,
+    /// The persister's queue until [`Replica::activate`] starts the write-side tasks.
+    dormant: Mutex<Option<mpsc::Receiver<Box<PersistJob>>>>,
+    /// Whether the compaction task was started.
+    compaction_started: std::sync::atomic::AtomicBool,
 }
 
 /// A replica's store errors, by what failed.
@@ -290,7 +294,7 @@ struct State {
     /// Charge of the spool's committed content.
     spool_charge: Option<Charge>,
     /// The persister's queue; `None` once shutting down.
-    persist_tx: Option<mpsc::Sender<PersistJob>>,
+    persist_tx: Option<mpsc::Sender<Box<PersistJob>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -348,49 +352,82 @@ impl Replica {
             merged_here: Mutex::new(HashMap::new()),
             replication_cancel: Mutex::new(CancellationToken::new()),
             tasks: Mutex::new(JoinSet::new()),
+            dormant: Mutex::new(None),
+            compaction_started: std::sync::atomic::AtomicBool::new(false),
         });
         let replica = Replica { inner };
-        let sink: Arc<dyn PersistSink> = Arc::new(replica.clone());
+        *lock(&replica.inner.dormant) = Some(persist_rx);
         {
             let journal = replica.inner.name.clone();
-            let mut tasks = lock(&replica.inner.tasks);
-            tasks.spawn(
-                persister::run(
-                    persist_rx,
-                    stores.first().cloned(),
-                    config.persist.clone(),
-                    sink,
-                    persister::Shared {
-                        slots: config.upload_slots.clone(),
-                        budget: config.budget.clone(),
-                        stopping: replica.inner.stopping.clone(),
-                        cancel: replica.inner.cancel.clone(),
-                    },
-                )
-                .instrument(tracing::info_span!("persister", %journal)),
-            );
             let refresher = replica.clone();
-            tasks.spawn(
+            lock(&replica.inner.tasks).spawn(
                 async move { refresher.refresh_index().await }
                     .instrument(tracing::info_span!("index_refresh", %journal)),
             );
-            let relief = replica.clone();
-            tasks.spawn(
-                async move { relief.relieve_pressure().await }
-                    .instrument(tracing::info_span!("memory_relief", %journal)),
-            );
-            let committer = replica.clone();
-            tasks.spawn(
-                async move { committer.group_commit().await }
-                    .instrument(tracing::info_span!("group_commit", %journal)),
-            );
-            let compactor = replica.clone();
-            tasks.spawn(
-                async move { compactor.compaction().await }
-                    .instrument(tracing::info_span!("compaction", %journal)),
-            );
+        }
+        if spec.is_persisted() {
+            replica.start_compaction();
         }
         replica
+    }
+
+    /// Starts the tasks that only a journal taking content needs (its persister, memory
+    /// relief and group commit, and compaction) the first time it is called. An idle
+    /// journal holds only its index refresh: with 100,000 journals on one broker, four
+    /// idle tasks each would cost most of its memory.
+    pub(crate) fn activate(&self) {
+        let Some(persist_rx) = lock(&self.inner.dormant).take() else {
+            return;
+        };
+        let journal = self.inner.name.clone();
+        let config = &self.inner.config;
+        let sink: Arc<dyn PersistSink> = Arc::new(self.clone());
+        let mut tasks = lock(&self.inner.tasks);
+        tasks.spawn(
+            persister::run(
+                persist_rx,
+                self.inner.stores.first().cloned(),
+                config.persist.clone(),
+                sink,
+                persister::Shared {
+                    slots: config.upload_slots.clone(),
+                    budget: config.budget.clone(),
+                    stopping: self.inner.stopping.clone(),
+                    cancel: self.inner.cancel.clone(),
+                },
+            )
+            .instrument(tracing::info_span!("persister", %journal)),
+        );
+        let relief = self.clone();
+        tasks.spawn(
+            async move { relief.relieve_pressure().await }
+                .instrument(tracing::info_span!("memory_relief", %journal)),
+        );
+        let committer = self.clone();
+        tasks.spawn(
+            async move { committer.group_commit().await }
+                .instrument(tracing::info_span!("group_commit", %journal)),
+        );
+        drop(tasks);
+        self.start_compaction();
+    }
+
+    /// Starts the compaction task, once (at start for a PERSISTED journal, else when the
+    /// journal first takes content or becomes PERSISTED).
+    fn start_compaction(&self) {
+        if self
+            .inner
+            .compaction_started
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let journal = self.inner.name.clone();
+        let compactor = self.clone();
+        lock(&self.inner.tasks).spawn(
+            async move { compactor.compaction().await }
+                .instrument(tracing::info_span!("compaction", %journal)),
+        );
     }
 
     /// Wall-clock seconds, from the configured [`Clock`].
@@ -416,7 +453,11 @@ impl Replica {
     /// Applies an updated spec (codec, lengths, rate; stores apply at the next start).
     /// It never waits for an append in progress: the next append picks it up.
     pub fn set_spec(&self, spec: JournalSpec) {
+        let persisted = spec.is_persisted();
         *lock(&self.inner.spec) = spec;
+        if persisted {
+            self.start_compaction();
+        }
     }
 
     /// Sets where this broker stands in the journal's route. A replica that becomes the

@@ -57,6 +57,9 @@ pub struct Broker {
     peers: Arc<Peers>,
     /// Journals whose route a pulse is syncing now.
     pulsing: Mutex<std::collections::HashSet<String>>,
+    /// Fragment stores opened, by URL: the journals of one store share its client (and
+    /// its connection pool) instead of each opening its own.
+    stores: Mutex<HashMap<String, FragmentStore>>,
     /// Wakes the resolver (a pulse finished: its route can be advertised).
     wake: tokio::sync::Notify,
     exiting: AtomicBool,
@@ -114,6 +117,7 @@ impl Broker {
             lease_valid,
             peers,
             pulsing: Mutex::new(std::collections::HashSet::new()),
+            stores: Mutex::new(HashMap::new()),
             wake: tokio::sync::Notify::new(),
             exiting: AtomicBool::new(false),
             retiring: Mutex::new(Vec::new()),
@@ -192,6 +196,16 @@ impl Broker {
     pub(crate) fn specs(&self) -> Vec<SpecEntry> {
         let decoded = self.view.read(|state| self.layout.specs(state));
         decoded.items
+    }
+
+    /// The spec of `journal` in the view, if it has a valid one: one key looked up, not
+    /// every spec decoded (an `Apply` of many journals checks each of them).
+    pub(crate) fn spec(&self, journal: &str) -> Option<SpecEntry> {
+        let key = self.layout.spec_key(journal);
+        self.view.read(|state| {
+            let kv = state.get(&key)?;
+            self.layout.decode_spec(kv).ok()
+        })
     }
 
     /// The replica serving `journal` (a `;suffix` is ignored), if this broker serves it.
@@ -274,11 +288,14 @@ impl Broker {
     /// so that this broker holds exactly the journals assigned to it, each told where it
     /// stands in its route; as a primary whose pipeline has not synced the current route,
     /// starts a pulse to sync it. Returns the transactions that advertise the routes this
-    /// broker synced as primary where their assignments disagree.
-    pub(crate) async fn reconcile(self: &Arc<Self>) -> Vec<Txn> {
+    /// broker synced as primary where their assignments disagree, and whether it is
+    /// settled at this revision: nothing to advertise, sync or retry (then another pass at
+    /// the same revision would do nothing).
+    pub(crate) async fn reconcile(self: &Arc<Self>) -> Reconciled {
         if self.is_exiting() {
-            return Vec::new();
+            return Reconciled::default();
         }
+        let mut settled = true;
         let (revision, specs, members, assignments) = self.view.read(|state| {
             (
                 state.revision(),
@@ -344,6 +361,7 @@ impl Broker {
                     lock(&self.replicas).insert(spec.name.clone(), replica);
                 }
                 Err(err) => {
+                    settled = false;
                     tracing::error!(journal = %spec.name, %err, "cannot open the journal's fragment store")
                 }
             }
@@ -369,6 +387,7 @@ impl Broker {
                     advertise.push(txn);
                 }
             } else {
+                settled = false;
                 self.pulse(replica);
             }
         }
@@ -391,7 +410,11 @@ impl Broker {
             ));
         }
         drop(retiring);
-        advertise
+        Reconciled {
+            revision,
+            settled: settled && advertise.is_empty(),
+            advertise,
+        }
     }
 
     /// Syncs a primary's route in the background (Gazette's pulse): once it is synced,
@@ -417,8 +440,9 @@ impl Broker {
         );
     }
 
-    /// Opens the spec's stores on a blocking thread: opening a `file://` store creates its
-    /// directory, which must not block a runtime worker.
+    /// The spec's stores: those opened before from the cache, the others opened on a
+    /// blocking thread (opening a `file://` store creates its directory, which must not
+    /// block a runtime worker) and cached.
     async fn open_stores(
         &self,
         spec: &JournalSpec,
@@ -427,15 +451,28 @@ impl Broker {
             Some(stores) if !stores.is_empty() => stores,
             _ => self.default_store.iter().cloned().collect(),
         };
+        let cached: Option<Vec<FragmentStore>> = {
+            let stores = lock(&self.stores);
+            urls.iter().map(|u| stores.get(u).cloned()).collect()
+        };
+        if let Some(cached) = cached {
+            return Ok(cached);
+        }
+        let names = urls.clone();
         let opening = tokio::task::spawn_blocking(move || {
             urls.iter().map(|u| FragmentStore::open(u)).collect()
         });
-        opening.await.unwrap_or_else(|join| {
+        let opened: Vec<FragmentStore> = opening.await.unwrap_or_else(|join| {
             Err(folio_fragment_store::Error::Io {
                 context: "opening fragment stores".into(),
                 source: std::io::Error::other(join),
             })
-        })
+        })?;
+        let mut stores = lock(&self.stores);
+        for (url, store) in names.into_iter().zip(&opened) {
+            stores.entry(url).or_insert_with(|| store.clone());
+        }
+        Ok(opened)
     }
 
     /// Every store URL this broker may use: those named by journal specs, and its default
@@ -458,22 +495,36 @@ impl Broker {
     pub(crate) async fn run_resolver(self: Arc<Self>, cancel: CancellationToken) {
         let mut revisions = self.view.subscribe();
         loop {
+            let mut settled = true;
             match allocate_once(&*self.keyspace, &self.view, &self.layout, &self.id).await {
                 Ok(Step::NotLeader | Step::Converged) => {}
                 Ok(Step::Wrote(outcome)) => {
+                    settled = false;
                     tracing::debug!(?outcome, "allocator wrote assignments");
                 }
                 Err(err) => {
+                    settled = false;
                     tracing::warn!(%err, "allocating failed; will retry at the next revision")
                 }
             }
-            let advertise = self.reconcile().await;
-            self.advertise(advertise).await;
-            tokio::select! {
-                changed = revisions.changed() => if changed.is_err() { return },
-                () = self.wake.notified() => {}
-                () = tokio::time::sleep(Duration::from_secs(5)) => {}
-                () = cancel.cancelled() => return,
+            let reconciled = self.reconcile().await;
+            // The revision this pass left nothing to do at, if it did.
+            let settled_at = (settled && reconciled.settled).then_some(reconciled.revision);
+            self.advertise(reconciled.advertise).await;
+            loop {
+                tokio::select! {
+                    changed = revisions.changed() => if changed.is_err() { return },
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(Duration::from_secs(5)) => {
+                        // A pass at the revision a pass settled at would do nothing: with
+                        // 100,000 journals it is most of an idle broker's CPU.
+                        if settled_at.is_some_and(|at| at == self.view.read(|s| s.revision())) {
+                            continue;
+                        }
+                    }
+                    () = cancel.cancelled() => return,
+                }
+                break;
             }
         }
     }
@@ -576,6 +627,15 @@ impl Broker {
     pub fn memory_used(&self) -> usize {
         self.replica_config.budget.used()
     }
+}
+
+/// What a reconcile pass left: routes to advertise, and whether nothing is left to do at
+/// its revision.
+#[derive(Debug, Default)]
+pub(crate) struct Reconciled {
+    pub(crate) revision: i64,
+    pub(crate) advertise: Vec<Txn>,
+    pub(crate) settled: bool,
 }
 
 /// `txns` merged, in order, into transactions of at most `max_ops` compares and at most

@@ -273,12 +273,7 @@ impl JournalService {
                 .map(|f| f.path_postfix_template.clone())
                 .unwrap_or_default()
         };
-        let Some(current) = self
-            .broker
-            .specs()
-            .into_iter()
-            .find(|e| e.spec.name == spec.name)
-        else {
+        let Some(current) = self.broker.spec(&spec.name) else {
             return Ok(());
         };
         let (old, new) = (template(&current.spec), template(spec));

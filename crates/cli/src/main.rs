@@ -8,6 +8,13 @@ mod token;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: a broker allocates and frees small blocks from
+/// every task on every thread (specs decoded per revision, chunks, headers), where glibc's
+/// per-thread arenas fragment (an idle broker of 30,000 journals held 925 MB of RSS)
+/// and its free lists cost a tenth of the broker's CPU under append load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Folio: a journal broker over object storage.
 #[derive(Debug, Parser)]
 #[command(name = "folio", version, about)]
@@ -32,6 +39,10 @@ enum Command {
 }
 
 fn main() {
+    // mimalloc asks for transparent huge pages on its arenas; a broker's heap is many
+    // small blocks spread thin (an idle journal is a few KiB), and 2 MiB pages made the
+    // RSS of 10,000 idle journals 40% larger. Failing to set it changes nothing else.
+    let _ = nix::sys::prctl::set_thp_disable(true);
     let cli = Cli::try_parse().unwrap_or_else(|err| usage_error(err));
     if let Err(err) = run(cli) {
         // One line, whatever the causes' text holds.

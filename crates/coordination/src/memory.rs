@@ -53,6 +53,10 @@ pub struct MemoryOptions {
     pub watch_capacity: usize,
     /// Revisions of history kept for watches that start in the past.
     pub history_revisions: usize,
+    /// Events of history kept, at most (the oldest revisions go first; the latest is
+    /// always kept): creating 100,000 journals in a few hundred revisions would otherwise
+    /// keep every spec and assignment twice, once as history.
+    pub history_events: usize,
 }
 
 impl Default for MemoryOptions {
@@ -60,6 +64,7 @@ impl Default for MemoryOptions {
         Self {
             watch_capacity: 1024,
             history_revisions: 10_000,
+            history_events: 20_000,
         }
     }
 }
@@ -105,6 +110,8 @@ struct State {
     leases: HashMap<LeaseId, Lease>,
     next_lease: i64,
     history: VecDeque<(i64, Vec<Event>)>,
+    // Events in `history`.
+    history_len: usize,
     // Every revision in (history_floor, revision] is in `history`.
     history_floor: i64,
     watchers: Vec<Watcher>,
@@ -200,7 +207,9 @@ impl MemoryKeySpace {
             .front()
             .is_some_and(|(rev, _)| *rev <= revision)
         {
-            state.history.pop_front();
+            if let Some((_, events)) = state.history.pop_front() {
+                state.history_len -= events.len();
+            }
         }
         state.history_floor = state.history_floor.max(revision);
     }
@@ -416,10 +425,14 @@ impl State {
         }
         self.revision = revision;
         self.notify_watchers(revision, &events);
+        self.history_len += events.len();
         self.history.push_back((revision, events));
-        while self.history.len() > options.history_revisions {
-            if let Some((dropped, _)) = self.history.pop_front() {
+        while self.history.len() > options.history_revisions
+            || (self.history_len > options.history_events && self.history.len() > 1)
+        {
+            if let Some((dropped, events)) = self.history.pop_front() {
                 self.history_floor = dropped;
+                self.history_len -= events.len();
             }
         }
         revision
@@ -920,6 +933,11 @@ mod tests {
         assert!(watch.next().await.is_none());
     }
 
+    /// The first batch a watch of `/f/` after `revision` yields, or its error.
+    async fn first_batch(ks: &MemoryKeySpace, revision: i64) -> Result<Vec<Event>> {
+        ks.watch("/f/", revision).next().await.expect("test step")
+    }
+
     #[tokio::test]
     async fn history_is_bounded() {
         let ks = MemoryKeySpace::with_options(MemoryOptions {
@@ -932,19 +950,43 @@ mod tests {
                 .expect("test step");
         }
         assert!(matches!(
-            ks.watch("/f/", 2).next().await,
-            Some(Err(Error::Compacted {
+            first_batch(&ks, 2).await,
+            Err(Error::Compacted {
                 requested: 2,
                 compacted: 3
-            }))
+            })
         ));
-        let batch = ks
-            .watch("/f/", 3)
-            .next()
-            .await
-            .expect("test step")
-            .expect("test step");
+        let batch = first_batch(&ks, 3).await.expect("test step");
         assert_eq!(batch[0].revision(), 4);
+    }
+
+    #[tokio::test]
+    async fn history_is_bounded_by_events() {
+        let ks = MemoryKeySpace::with_options(MemoryOptions {
+            history_events: 4,
+            ..MemoryOptions::default()
+        });
+        // Revisions 1 to 3, of 2 events each: only the last two fit in 4 events.
+        for i in 0..3 {
+            let txn = put(&format!("/f/a{i}"), "v").and_then(put(&format!("/f/b{i}"), "v").success);
+            ks.txn(txn).await.expect("test step");
+        }
+        assert!(matches!(
+            first_batch(&ks, 0).await,
+            Err(Error::Compacted {
+                requested: 0,
+                compacted: 1
+            })
+        ));
+        let batch = first_batch(&ks, 1).await.expect("test step");
+        assert_eq!((batch.len(), batch[0].revision()), (2, 2));
+        // A revision larger than the bound is kept whole, as the only one.
+        let txn = (1..6).fold(put("/f/c0", "v"), |txn, i| {
+            txn.and_then(put(&format!("/f/c{i}"), "v").success)
+        });
+        ks.txn(txn).await.expect("test step");
+        let batch = first_batch(&ks, 3).await.expect("test step");
+        assert_eq!((batch.len(), batch[0].revision()), (6, 4));
     }
 
     #[tokio::test]

@@ -29,6 +29,7 @@ impl Replica {
         if !spec.may_write() {
             return Err(Error::NotAllowed("appends"));
         }
+        self.activate();
         let persisted = spec.is_persisted();
         if persisted && self.inner.stores.is_empty() {
             return Err(Error::StoreUnhealthy(format!(
@@ -79,7 +80,7 @@ impl Replica {
             }
         }
         append.limiter.set_rate(spec.max_append_rate);
-        self.maybe_roll(&mut append, &spec).await?;
+        Box::pin(self.maybe_roll(&mut append, &spec)).await?;
 
         // Declared after the append lock, so it drops (and rolls back) before the lock
         // is released: the next append never sees this one's tentative bytes. Peers that
@@ -307,7 +308,7 @@ impl Replica {
             self.inner
                 .roll_requested
                 .store(true, std::sync::atomic::Ordering::SeqCst);
-            if let Err(err) = self.maybe_roll(&mut append, &spec).await {
+            if let Err(err) = Box::pin(self.maybe_roll(&mut append, &spec)).await {
                 tracing::warn!(journal = %self.inner.name, %err, "closing the spool for a group commit failed");
             }
         }
@@ -591,6 +592,8 @@ impl Replica {
         };
         match closing {
             Some((closed, charge, Some(tx))) => {
+                // Whatever closed it, a fragment needs the persister.
+                self.activate();
                 // A replica's copy waits for the primary's upload (and uploads it only if
                 // the primary died first).
                 // Content this replica held past its primary at a sync is its alone.
@@ -627,7 +630,7 @@ impl Replica {
             let has_peers = self.topology().is_some_and(|t| t.route.members.len() > 1);
             if !has_peers {
                 tracing::debug!(journal = %self.inner.name, "memory is short: closing the spool");
-                self.roll(&self.spec()).await;
+                Box::pin(self.roll(&self.spec())).await;
                 continue;
             }
             self.inner
@@ -635,7 +638,7 @@ impl Replica {
                 .store(true, std::sync::atomic::Ordering::SeqCst);
             if let Ok(mut append) = self.inner.append_lock.try_lock() {
                 let spec = self.spec();
-                if let Err(err) = self.maybe_roll(&mut append, &spec).await {
+                if let Err(err) = Box::pin(self.maybe_roll(&mut append, &spec)).await {
                     tracing::warn!(journal = %self.inner.name, %err, "rolling the spool under memory pressure failed");
                 }
             }
@@ -647,7 +650,7 @@ impl Replica {
     /// caller's future being dropped, which would strand it unpersisted).
     fn enqueue(
         &self,
-        tx: &mpsc::Sender<PersistJob>,
+        tx: &mpsc::Sender<Box<PersistJob>>,
         closed: ClosedFragment,
         charge: Charge,
         spec: &JournalSpec,
@@ -659,13 +662,13 @@ impl Replica {
             .map(|f| f.path_postfix_template.clone())
             .unwrap_or_default();
         let queued = crate::metrics::Queued::new(closed.fragment.content_length().max(0) as usize);
-        let job = PersistJob {
+        let job = Box::new(PersistJob {
             queued: Some(queued),
             closed,
             charge,
             template,
             check_at,
-        };
+        });
         match tx.try_send(job) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(job)) => {

@@ -61,7 +61,8 @@ impl Replica {
                 () = tokio::time::sleep(PASS_DELAY) => {}
                 () = self.inner.cancel.cancelled() => return,
             }
-            due = match self.compact_pass().await {
+            // Boxed: an idle journal's task then holds only this loop's state.
+            due = match Box::pin(self.compact_pass()).await {
                 Ok(next) => {
                     if failing.take().is_some() {
                         tracing::info!(journal = %self.inner.name, "compaction passes succeed again");

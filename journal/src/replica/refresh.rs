@@ -28,7 +28,7 @@ impl Replica {
             let mut failure = None;
             let template = self.spec().path_postfix().unwrap_or_default();
             for store in &self.inner.stores {
-                match list_journal(store, &self.inner.name, &template).await {
+                match Box::pin(list_journal(store, &self.inner.name, &template)).await {
                     Ok(listing) => {
                         listed.extend(listing.fragments);
                         foreign_end = foreign_end.max(listing.foreign_end);

@@ -28,6 +28,7 @@ impl Replica {
     {
         // Taken first: a route change from here on ends this stream.
         let route_changed = lock(&self.inner.replication_cancel).clone();
+        self.activate();
         self.wait_listed().await?;
         let stopping = &self.inner.stopping;
         let _append = tokio::select! {
