@@ -1,7 +1,8 @@
 //! `folio-bench journals`: what many journals cost one broker. The broker is started (or
 //! given) empty; its idle RSS and CPU are measured, then `--journals` journals are created
 //! with `Apply` in batches of `--apply-batch` (each batch within the message size limit),
-//! and measured again once idle. Then, per run: a `List` of every journal (all of its
+//! and measured again once idle (once it used under 2% of a core over a second: the
+//! seconds that took are the `settle s` column). Then, per run: a `List` of every journal (all of its
 //! response messages), and `--appends` appends, one at a time, each to a journal drawn at
 //! random, beside the same appends to the gRPC sink (the baseline of the latency).
 //!
@@ -55,10 +56,11 @@ pub struct JournalsArgs {
 const SINK: &str = "grpc sink (baseline)";
 const EMPTY: &str = "folio broker, no journals";
 
-const COLUMNS: [Column; 8] = [
+const COLUMNS: [Column; 9] = [
     Column::new("rss_mb", "idle RSS MB", 0),
     Column::new("idle_cpu_pct", "idle cpu %", 2),
     Column::new("apply_s", "apply s", 1),
+    Column::new("settle_s", "settle s", 1),
     Column::new("list_s", "List s", 3),
     Column::new("listed", "listed", 0),
     Column::new("append_p50_us", "append p50 us", 0),
@@ -139,8 +141,12 @@ pub async fn run(args: JournalsArgs) -> Result<()> {
     let apply_s = started.elapsed().as_secs_f64();
     let mut loaded = RunMetrics::default();
     loaded.set("apply_s", apply_s);
-    // What creating them set off (spool and index set-up, first store listings) settles.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // What creating them set off (replicas starting, first store listings, the last
+    // resolver passes) settles before idle is measured: with 100,000 journals that is
+    // several seconds past the last Apply.
+    let settle_s = settle(pid).await?;
+    eprintln!("journals bench: the broker settled {settle_s:.1}s after the last Apply");
+    loaded.set("settle_s", settle_s);
     broker.check_running()?;
     idle_cost(pid, args.idle, &mut loaded).await?;
 
@@ -226,6 +232,20 @@ fn default_spec(name: &str, store: Option<&str>) -> Result<folio_protocol::Journ
 }
 
 /// Measures `pid`'s RSS and its CPU over `window`, into `metrics`.
+/// Waits until `pid` used under 2% of a core over a whole second (at least 5 s, at most
+/// 120 s: past that it is measured as it is). Returns the seconds waited.
+async fn settle(pid: u32) -> Result<f64> {
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    loop {
+        let cpu = CpuMeter::start(Some(pid))?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if cpu.finish()? < 0.02 || started.elapsed() >= Duration::from_secs(120) {
+            return Ok(started.elapsed().as_secs_f64());
+        }
+    }
+}
+
 async fn idle_cost(pid: u32, window: Duration, metrics: &mut RunMetrics) -> Result<()> {
     let cpu = CpuMeter::start(Some(pid))?;
     let started = Instant::now();
