@@ -352,11 +352,10 @@ impl Replica {
             merged_here: Mutex::new(HashMap::new()),
             replication_cancel: Mutex::new(CancellationToken::new()),
             tasks: Mutex::new(JoinSet::new()),
-            dormant: Mutex::new(None),
+            dormant: Mutex::new(Some(persist_rx)),
             compaction_started: std::sync::atomic::AtomicBool::new(false),
         });
         let replica = Replica { inner };
-        *lock(&replica.inner.dormant) = Some(persist_rx);
         {
             let journal = replica.inner.name.clone();
             let refresher = replica.clone();

@@ -9,9 +9,9 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 /// mimalloc instead of glibc's malloc: a broker allocates and frees small blocks from
-/// every task on every thread (specs decoded per revision, chunks, headers), where glibc's
-/// per-thread arenas fragment (an idle broker of 30,000 journals held 925 MB of RSS)
-/// and its free lists cost a tenth of the broker's CPU under append load.
+/// every task on every thread (specs decoded per revision, chunks, headers); glibc's
+/// `malloc_consolidate` and free-list walks were a third of the broker's samples while it
+/// created 15,000 journals, and creating 10,000 took 2.8 s instead of 4.3 s with mimalloc.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
