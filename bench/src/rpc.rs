@@ -19,6 +19,9 @@ pub type Client = folio_client::Client;
 pub const STREAM_WINDOW: u32 = 8 << 20;
 /// HTTP/2 connection window.
 pub const CONNECTION_WINDOW: u32 = 16 << 20;
+/// Largest HTTP/2 frame the gRPC sink accepts: the broker's default
+/// (`--http2-max-frame-size`), so both receive an append in the same frames.
+pub const FRAME_SIZE: u32 = 256 << 10;
 /// Largest content chunk of one `AppendRequest` (the client crate's `MAX_CHUNK`).
 pub const MAX_CHUNK: usize = folio_client::append::MAX_CHUNK;
 /// Largest gRPC message the bench sends or accepts.

@@ -34,7 +34,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Streaming};
 
 use super::process::{ServerProcess, free_port};
-use super::rpc::{CONNECTION_WINDOW, MAX_MESSAGE, STREAM_WINDOW};
+use super::rpc::{CONNECTION_WINDOW, FRAME_SIZE, MAX_MESSAGE, STREAM_WINDOW};
 
 /// Flags of the hidden `folio-bench grpc-sink-server`.
 #[derive(Debug, Args)]
@@ -76,6 +76,7 @@ pub async fn serve(args: SinkServerArgs) -> Result<()> {
     tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(Some(FRAME_SIZE))
         .tcp_nodelay(true)
         .add_service(service)
         .serve_with_shutdown(args.listen, shutdown_signal())

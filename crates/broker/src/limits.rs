@@ -33,6 +33,11 @@ pub struct Limits {
     /// (`--http2-connection-window`): the most a connection's peer may have sent that the
     /// broker has not read yet.
     pub connection_window: u32,
+    /// Largest HTTP/2 frame a client may send the broker, in bytes
+    /// (`--http2-max-frame-size`). HTTP/2's default, 16 KiB, cuts every 16 KiB append in
+    /// two frames, and each frame costs the receiver a copy into the message it is
+    /// assembling; bigger frames carry an append whole, up to the stream's window.
+    pub frame_size: u32,
 }
 
 impl Limits {
@@ -45,6 +50,7 @@ impl Limits {
         connections: 128,
         stream_window: 256 << 10,
         connection_window: 2 << 20,
+        frame_size: 256 << 10,
     };
 
     /// Memory the open connections may hold in received content the broker has not read
@@ -74,6 +80,12 @@ impl Limits {
                     "{flag}: {window} bytes is below HTTP/2's smallest window, {MIN_WINDOW} bytes"
                 ));
             }
+        }
+        if !(MIN_FRAME..=MAX_FRAME).contains(&self.frame_size) {
+            return Err(format!(
+                "--http2-max-frame-size: {} bytes is outside HTTP/2's frame sizes, {MIN_FRAME} to {MAX_FRAME} bytes",
+                self.frame_size
+            ));
         }
         if self.stream_window > self.connection_window {
             return Err(format!(
@@ -108,6 +120,11 @@ pub const HTTP_PORT_WINDOW: usize = 1 << 20;
 
 /// The smallest HTTP/2 window (the protocol's default).
 pub const MIN_WINDOW: u32 = 65_535;
+
+/// HTTP/2's smallest and largest frame sizes (RFC 9113, SETTINGS_MAX_FRAME_SIZE).
+pub const MIN_FRAME: u32 = 16_384;
+/// See [`MIN_FRAME`].
+pub const MAX_FRAME: u32 = (1 << 24) - 1;
 
 /// What a call is, for its limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

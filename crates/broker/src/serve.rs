@@ -401,6 +401,7 @@ pub async fn serve(
         .layer(crate::metrics::GrpcMetricsLayer)
         .initial_stream_window_size(config.limits.stream_window)
         .initial_connection_window_size(config.limits.connection_window)
+        .max_frame_size(Some(config.limits.frame_size))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(journal)

@@ -142,6 +142,11 @@ pub struct ServeArgs {
     /// per journal without stalling.
     #[arg(long, default_value = "2MiB", env = "FOLIO_HTTP2_CONNECTION_WINDOW")]
     pub http2_connection_window: String,
+    /// Largest HTTP/2 frame a client may send on the gRPC port (16KiB to 16MiB - 1). Large
+    /// frames carry an append's content whole (up to --http2-stream-window) instead of in
+    /// HTTP/2's default 16KiB pieces, each of which costs the broker a copy.
+    #[arg(long, default_value = "256KiB", env = "FOLIO_HTTP2_MAX_FRAME_SIZE")]
+    pub http2_max_frame_size: String,
     /// A file holding the authorization keys (as --auth-keys), such as a mounted secret.
     #[arg(long, env = "FOLIO_AUTH_KEYS_FILE")]
     pub auth_keys_file: Option<PathBuf>,
@@ -320,6 +325,12 @@ fn check(args: &ServeArgs) -> Result<Checked> {
         connections: args.max_connections as usize,
         stream_window: window("--http2-stream-window", &args.http2_stream_window)?,
         connection_window: window("--http2-connection-window", &args.http2_connection_window)?,
+        // Out of u32's range is out of HTTP/2's too: `check` names the bounds.
+        frame_size: u32::try_from(byte_size(
+            "--http2-max-frame-size",
+            &args.http2_max_frame_size,
+        )?)
+        .unwrap_or(u32::MAX),
     };
     limits
         .check(budget, http_listen.is_some())

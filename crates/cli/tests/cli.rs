@@ -117,7 +117,7 @@ fn check_config_validates_every_setting_and_touches_nothing() {
     // Each bad setting, by flag or by variable, is named with its value.
     /// Flags, variables, and what the error must say.
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case<'_>; 19] = [
+    let cases: [Case<'_>; 21] = [
         (
             &["--memory-budget", "lots"],
             &[],
@@ -210,6 +210,16 @@ fn check_config_validates_every_setting_and_touches_nothing() {
             &["--http2-connection-window", "16KiB"],
             &[],
             "--http2-connection-window: 16384 bytes is below HTTP/2's smallest window, 65535 bytes",
+        ),
+        (
+            &["--http2-max-frame-size", "8KiB"],
+            &[],
+            "--http2-max-frame-size: 8192 bytes is outside HTTP/2's frame sizes, 16384 to 16777215 bytes",
+        ),
+        (
+            &[],
+            &[("FOLIO_HTTP2_MAX_FRAME_SIZE", "16MiB")],
+            "--http2-max-frame-size: 16777216 bytes is outside HTTP/2's frame sizes",
         ),
         (
             &["--http2-stream-window", "3GiB"],
