@@ -35,8 +35,8 @@ pub struct Limits {
     pub connection_window: u32,
     /// Largest HTTP/2 frame a client may send the broker, in bytes
     /// (`--http2-max-frame-size`). HTTP/2's default, 16 KiB, cuts every 16 KiB append in
-    /// two frames, and each frame costs the receiver a copy into the message it is
-    /// assembling; bigger frames carry an append whole, up to the stream's window.
+    /// two frames, each a separate pass through h2 and the gRPC decoder; bigger frames
+    /// carry an append whole, up to the stream's window.
     pub frame_size: u32,
 }
 

@@ -144,7 +144,7 @@ pub struct ServeArgs {
     pub http2_connection_window: String,
     /// Largest HTTP/2 frame a client may send on the gRPC port (16KiB to 16MiB - 1). Large
     /// frames carry an append's content whole (up to --http2-stream-window) instead of in
-    /// HTTP/2's default 16KiB pieces, each of which costs the broker a copy.
+    /// HTTP/2's default 16KiB pieces, each of which costs the broker a frame's handling.
     #[arg(long, default_value = "256KiB", env = "FOLIO_HTTP2_MAX_FRAME_SIZE")]
     pub http2_max_frame_size: String,
     /// A file holding the authorization keys (as --auth-keys), such as a mounted secret.
