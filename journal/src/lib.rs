@@ -29,6 +29,7 @@ pub mod persister;
 pub mod pipeline;
 pub mod rate;
 pub mod replica;
+pub mod slab;
 pub mod spool;
 
 pub use budget::MemoryBudget;

@@ -1,15 +1,18 @@
 //! The spool: the open, in-memory fragment a replica appends to.
 //!
-//! Content arrives in chunks and is kept as the `Bytes` it arrived in (no copy). The
-//! running SHA-1 is updated as chunks arrive, so closing a fragment costs nothing. An
-//! append streams into the spool *tentatively*: its chunks sit past the committed end
-//! and are invisible to readers until [`Spool::commit`]; [`Spool::rollback`] drops them
-//! and restores the hash state saved when the append began, so an aborted append leaves
-//! no trace (invariant 2).
+//! Content arrives in chunks, which are copied into the spool's own slabs
+//! ([`crate::slab`]): the buffers they arrived in are not kept alive. The running SHA-1
+//! is updated as chunks arrive, so closing a fragment costs nothing. An append streams
+//! into the spool *tentatively*: its chunks sit past the committed end and are invisible
+//! to readers until [`Spool::commit`]; [`Spool::rollback`] drops them and restores the
+//! hash state saved when the append began, so an aborted append leaves no trace
+//! (invariant 2).
 
 use aws_lc_rs::digest::{Context, SHA1_FOR_LEGACY_USE_ONLY};
 use bytes::Bytes;
 use folio_protocol::{CompressionCodec, Fragment, Sha1Sum};
+
+use crate::slab::Slabs;
 
 /// The open fragment of one journal.
 #[derive(Debug, Clone)]
@@ -30,6 +33,8 @@ pub struct Spool {
     /// The path postfix the fragment's file goes under, decided by the primary at the
     /// first append (replicas adopt it from proposals, so every copy has one name).
     path_postfix: String,
+    /// The slabs `chunks` are slices of (declared after them, so dropped after them).
+    slabs: Slabs,
 }
 
 /// A running SHA-1 that can be saved and restored (cloned) cheaply. aws-lc's
@@ -73,6 +78,8 @@ pub struct ClosedFragment {
     pub chunks: Vec<Bytes>,
     /// Unix seconds of its first append.
     pub first_append_time: i64,
+    /// The slabs `chunks` are slices of: held only to be recycled when this is dropped.
+    pub(crate) _slabs: Slabs,
 }
 
 impl Spool {
@@ -89,6 +96,7 @@ impl Spool {
             saved: None,
             first_append_time: None,
             path_postfix: String::new(),
+            slabs: Slabs::default(),
         }
     }
 
@@ -145,11 +153,20 @@ impl Spool {
         self.first_append_time
     }
 
-    /// Adds a chunk of the current (uncommitted) append.
-    pub fn write(&mut self, chunk: Bytes) {
-        if chunk.is_empty() {
-            return;
+    /// Adds a chunk of the current (uncommitted) append, copied into the spool's slabs;
+    /// returns the copy (which peers are sent, so the arriving buffer can go).
+    pub fn write(&mut self, data: &[u8]) -> Bytes {
+        if data.is_empty() {
+            return Bytes::new();
         }
+        let held = (self.pending_end() - self.begin) as usize;
+        let chunk = self.slabs.copy(data, held);
+        self.push(chunk.clone());
+        chunk
+    }
+
+    /// Adds a chunk already in memory the spool owns.
+    fn push(&mut self, chunk: Bytes) {
         if self.saved.is_none() {
             self.saved = Some((self.hasher.clone(), self.chunks.len()));
         }
@@ -263,10 +280,11 @@ impl Spool {
             fragment,
             chunks: std::mem::take(&mut self.chunks),
             first_append_time: self.first_append_time.unwrap_or(0),
+            _slabs: std::mem::take(&mut self.slabs),
         };
         let mut next = Spool::new(&self.journal, self.end, codec);
         for chunk in pending {
-            next.write(chunk);
+            next.push(chunk);
         }
         *self = next;
         Some(closed)
@@ -333,17 +351,17 @@ mod tests {
     #[test]
     fn commit_rollback_and_roll() {
         let mut spool = Spool::new("a/b/c", 100, CompressionCodec::Zstandard);
-        spool.write(Bytes::from_static(b"hello "));
-        spool.write(Bytes::from_static(b"world\n"));
+        spool.write(b"hello ");
+        spool.write(b"world\n");
         assert_eq!(spool.end(), 100, "uncommitted content is invisible");
         assert!(spool.read(100, 100).is_empty());
         let commit = spool.commit(1000);
         assert_eq!((commit.begin, commit.end), (100, 112));
 
-        spool.write(Bytes::from_static(b"aborted"));
+        spool.write(b"aborted");
         assert_eq!(spool.pending_len(), 7);
         assert_eq!(spool.rollback(), 7);
-        spool.write(Bytes::from_static(b"next\n"));
+        spool.write(b"next\n");
         spool.commit(1001);
         assert_eq!(spool.fragment().sha1(), sum_of(b"hello world\nnext\n"));
         let read: Vec<u8> = spool.read(106, 100).concat();
@@ -364,12 +382,12 @@ mod tests {
     #[test]
     fn truncate_cuts_committed_content_and_its_sum() {
         let mut spool = Spool::new("a/j", 10, CompressionCodec::None);
-        spool.write(Bytes::from_static(b"one\n"));
-        spool.write(Bytes::from_static(b"two\n"));
+        spool.write(b"one\n");
+        spool.write(b"two\n");
         spool.commit(1);
-        spool.write(Bytes::from_static(b"three\n"));
+        spool.write(b"three\n");
         spool.commit(2);
-        spool.write(Bytes::from_static(b"pending"));
+        spool.write(b"pending");
         assert_eq!(spool.truncate(16), 8);
         let fragment = spool.fragment();
         assert_eq!((fragment.begin, fragment.end), (10, 16));
@@ -386,10 +404,10 @@ mod tests {
     #[test]
     fn roll_during_an_append_carries_it_over() {
         let mut spool = Spool::new("a/b/c", 0, CompressionCodec::None);
-        spool.write(Bytes::from_static(b"one\n"));
+        spool.write(b"one\n");
         spool.commit(1);
-        spool.write(Bytes::from_static(b"tw"));
-        spool.write(Bytes::from_static(b"o\n"));
+        spool.write(b"tw");
+        spool.write(b"o\n");
         let closed = spool.roll(CompressionCodec::Zstandard).expect("closed");
         assert_eq!((closed.fragment.begin, closed.fragment.end), (0, 4));
         assert_eq!(closed.fragment.sha1(), sum_of(b"one\n"));
@@ -399,7 +417,7 @@ mod tests {
         assert_eq!(spool.fragment().sha1(), sum_of(b"two\n"));
         assert_eq!(spool.read(4, 10).concat(), b"two\n");
         // Rolled back after the roll: the new spool is empty again.
-        spool.write(Bytes::from_static(b"x"));
+        spool.write(b"x");
         spool.rollback();
         assert_eq!(spool.end(), 8);
     }
@@ -407,9 +425,9 @@ mod tests {
     #[test]
     fn fragment_during_open_append_excludes_it() {
         let mut spool = Spool::new("a/b/c", 0, CompressionCodec::None);
-        spool.write(Bytes::from_static(b"one"));
+        spool.write(b"one");
         spool.commit(1);
-        spool.write(Bytes::from_static(b"two"));
+        spool.write(b"two");
         assert_eq!(spool.fragment().sha1(), sum_of(b"one"));
     }
 }

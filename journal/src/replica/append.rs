@@ -128,11 +128,12 @@ impl Replica {
                         Err(err) => break Err(err),
                     }
                     flow.excuse(tokio::time::Instant::now());
-                    let delta = {
+                    // The spool's copy goes on to the peers: the buffer the chunk
+                    // arrived in is let go here, for its decoder to reuse.
+                    let (delta, bytes) = {
                         let mut state = lock(&self.inner.state);
                         let delta = state.spool.pending_len();
-                        state.spool.write(bytes.clone());
-                        delta
+                        (delta, state.spool.write(&bytes))
                     };
                     summer.update(&bytes);
                     let forwarded = tokio::select! {

@@ -88,7 +88,7 @@ impl Replica {
                     }
                 };
                 charge.merge(admitted?);
-                self.lock_state().spool.write(request.content);
+                self.lock_state().spool.write(&request.content);
                 continue;
             }
             let Some(proposal) = request.proposal else {
