@@ -13,7 +13,7 @@
 # FOLIO_BENCH_PROFILE=debug builds and runs the debug binaries instead (CI's smoke run,
 # whose numbers mean nothing anyway, reuses the test build that way).
 #
-# Servers: etcd and s3s-fs (scripts/test-env.sh) always; nats-server (Debian package,
+# Servers: etcd and s3s-fs (scripts/test-env.sh) always (not Azurite); nats-server (Debian package,
 # installed when missing) for `append`. The broker, the gRPC sink and nats-server are
 # started by the bench itself on free ports and stopped when it ends.
 #
@@ -57,7 +57,8 @@ case "$profile" in
     exit 2
     ;;
 esac
-folio_start_servers
+# The benches use etcd and S3 only: Azurite would just take memory and CPU.
+FOLIO_NO_AZURITE=1 folio_start_servers
 
 s3_store="s3://$FOLIO_TEST_S3_BUCKET/bench/?endpoint=$FOLIO_TEST_S3_ENDPOINT&region=$FOLIO_TEST_S3_REGION&access_key_id=$FOLIO_TEST_S3_ACCESS_KEY&secret_access_key=$FOLIO_TEST_S3_SECRET_KEY"
 export FOLIO_BENCH_STORE=${FOLIO_BENCH_STORE:-$s3_store}

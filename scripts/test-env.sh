@@ -5,7 +5,8 @@
 #                         Azurite 3.37.0 (npm, the Azure Storage emulator)
 #   folio_start_servers   etcd, s3s-fs and Azurite on 127.0.0.1 with
 #                         temporary data directories; exports FOLIO_TEST_* for the tests;
-#                         stops them on exit, by PID
+#                         stops them on exit, by PID. FOLIO_NO_AZURITE=1 leaves Azurite
+#                         out (the benches, which never use it)
 
 S3S_FS_VERSION=0.14.1
 AZURITE_VERSION=3.37.0
@@ -151,6 +152,14 @@ folio_start_servers() {
     [ "$status" = 2 ] && [ "$attempt" != 3 ] || return 1
   done
 
+  export FOLIO_TEST_ETCD="http://127.0.0.1:$client_port"
+  export FOLIO_TEST_S3_ENDPOINT="http://127.0.0.1:$s3_port"
+  export FOLIO_TEST_S3_ROOT="$FOLIO_SERVER_DIR/s3"
+  if [ "${FOLIO_NO_AZURITE:-}" = 1 ]; then
+    folio_log "etcd at $FOLIO_TEST_ETCD, S3 at $FOLIO_TEST_S3_ENDPOINT (bucket $FOLIO_TEST_S3_BUCKET); no Azurite (FOLIO_NO_AZURITE=1)"
+    return 0
+  fi
+
   # Azurite, with its well-known development account (object_store's `use_emulator`).
   local azure_port
   for attempt in 1 2 3; do
@@ -168,9 +177,5 @@ folio_start_servers() {
   python3 "$(dirname "${BASH_SOURCE[0]}")/azurite-container.py" "$FOLIO_TEST_AZURE_URL" "$FOLIO_TEST_AZURE_CONTAINER"
 
   export AZURITE_BLOB_STORAGE_URL="http://127.0.0.1:$azure_port"
-
-  export FOLIO_TEST_ETCD="http://127.0.0.1:$client_port"
-  export FOLIO_TEST_S3_ENDPOINT="http://127.0.0.1:$s3_port"
-  export FOLIO_TEST_S3_ROOT="$FOLIO_SERVER_DIR/s3"
   folio_log "etcd at $FOLIO_TEST_ETCD, S3 at $FOLIO_TEST_S3_ENDPOINT (bucket $FOLIO_TEST_S3_BUCKET), Azure at $FOLIO_TEST_AZURE_URL"
 }
