@@ -536,3 +536,23 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: super::ServeArgs,
+    }
+
+    /// The flags' defaults are written as text for `--help`; they must say what the
+    /// broker's own defaults are.
+    #[test]
+    fn the_flag_defaults_are_the_brokers_default_limits() {
+        let cli = Cli::try_parse_from(["folio-serve"]).expect("no flags parse");
+        let checked = super::check(&cli.serve).expect("the defaults pass their checks");
+        assert_eq!(checked.limits, folio_broker::Limits::DEFAULT);
+    }
+}
