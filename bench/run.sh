@@ -46,6 +46,8 @@ folio_ensure_nats() {
   fi
 }
 
+# The benches use etcd and S3 only: Azurite would just take memory and CPU.
+export FOLIO_NO_AZURITE=1
 folio_ensure_tools
 if [ "$scenario" = append ] || [ "$scenario" = cluster ] || [ "$scenario" = smoke ]; then folio_ensure_nats; fi
 profile=${FOLIO_BENCH_PROFILE:-release}
@@ -57,8 +59,7 @@ case "$profile" in
     exit 2
     ;;
 esac
-# The benches use etcd and S3 only: Azurite would just take memory and CPU.
-FOLIO_NO_AZURITE=1 folio_start_servers
+folio_start_servers
 
 s3_store="s3://$FOLIO_TEST_S3_BUCKET/bench/?endpoint=$FOLIO_TEST_S3_ENDPOINT&region=$FOLIO_TEST_S3_REGION&access_key_id=$FOLIO_TEST_S3_ACCESS_KEY&secret_access_key=$FOLIO_TEST_S3_SECRET_KEY"
 export FOLIO_BENCH_STORE=${FOLIO_BENCH_STORE:-$s3_store}

@@ -6,7 +6,7 @@
 #   folio_start_servers   etcd, s3s-fs and Azurite on 127.0.0.1 with
 #                         temporary data directories; exports FOLIO_TEST_* for the tests;
 #                         stops them on exit, by PID. FOLIO_NO_AZURITE=1 leaves Azurite
-#                         out (the benches, which never use it)
+#                         out of both (the benches, which never use it)
 
 S3S_FS_VERSION=0.14.1
 AZURITE_VERSION=3.37.0
@@ -39,7 +39,7 @@ folio_ensure_tools() {
     folio_log "installing s3s-fs $S3S_FS_VERSION from crates.io (a few minutes, once)"
     cargo install --locked --features binary "s3s-fs@$S3S_FS_VERSION"
   fi
-  if [ "$(azurite-blob --version 2>/dev/null)" != "$AZURITE_VERSION" ]; then
+  if [ "${FOLIO_NO_AZURITE:-}" != 1 ] && [ "$(azurite-blob --version 2>/dev/null)" != "$AZURITE_VERSION" ]; then
     folio_log "installing Azurite $AZURITE_VERSION from npm"
     folio_as_root npm install -g --silent "azurite@$AZURITE_VERSION" >/dev/null
   fi
