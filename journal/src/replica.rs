@@ -198,20 +198,21 @@ pub struct Replica {
 #[derive(Debug)]
 struct Inner {
     name: String,
-    config: ReplicaConfig,
+    /// Shared by every replica of the broker.
+    config: Arc<ReplicaConfig>,
     spec: Mutex<JournalSpec>,
     stores: Vec<FragmentStore>,
     append_lock: tokio::sync::Mutex<AppendState>,
     state: Mutex<State>,
     head: watch::Sender<i64>,
-    /// Set once the first store listing is done (appends and reads wait for it).
-    listed: watch::Sender<bool>,
     /// Asks the index refresh to list the stores now (this replica's spool moved past
     /// content it does not hold: other members uploaded it).
     refresh_now: tokio::sync::Notify,
     /// Number of store listings started so far.
     listings_started: std::sync::atomic::AtomicU64,
-    /// The number (see `listings_started`) of the last listing applied to the index.
+    /// The number (see `listings_started`) of the last listing applied to the index:
+    /// above 0 once the first listing is done, which appends and reads wait for (one
+    /// watch for both: each costs about 350 bytes, per journal).
     listing_applied: watch::Sender<u64>,
     /// The last upload's error and the last listing's error, while each fails: an upload
     /// that succeeds does not hide a listing that fails, nor the reverse.
@@ -307,13 +308,18 @@ impl Replica {
     /// Starts a replica of `spec` persisting to `stores` (the first receives new
     /// fragments; all are listed). It lists the stores in the background; appends and
     /// reads wait for that first listing, which sets the write head.
-    pub fn start(spec: JournalSpec, stores: Vec<FragmentStore>, config: ReplicaConfig) -> Self {
+    pub fn start(
+        spec: JournalSpec,
+        stores: Vec<FragmentStore>,
+        config: impl Into<Arc<ReplicaConfig>>,
+    ) -> Self {
+        let config = config.into();
         let name = spec.name.clone();
         let codec = codec_of(&spec);
         let (persist_tx, persist_rx) = mpsc::channel(1024);
         let inner = Arc::new(Inner {
             name: name.clone(),
-            config: config.clone(),
+            config,
             spec: Mutex::new(spec.clone()),
             stores: stores.clone(),
             append_lock: tokio::sync::Mutex::new(AppendState {
@@ -333,7 +339,6 @@ impl Replica {
                 persist_tx: Some(persist_tx),
             }),
             head: watch::Sender::new(0),
-            listed: watch::Sender::new(false),
             refresh_now: tokio::sync::Notify::new(),
             listings_started: std::sync::atomic::AtomicU64::new(0),
             listing_applied: watch::Sender::new(0),
@@ -564,8 +569,8 @@ impl Replica {
     }
 
     async fn wait_listed(&self) -> Result<()> {
-        let mut listed = self.inner.listed.subscribe();
-        let wait = listed.wait_for(|done| *done);
+        let mut applied = self.inner.listing_applied.subscribe();
+        let wait = applied.wait_for(|listings| *listings > 0);
         match tokio::time::timeout(self.inner.config.budget_wait, wait).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => Err(Error::ShuttingDown),

@@ -46,7 +46,8 @@ pub struct Broker {
     pub(crate) keyspace: Arc<dyn KeySpace>,
     pub(crate) view: KeySpaceView,
     default_store: Option<String>,
-    replica_config: ReplicaConfig,
+    /// Shared by every replica (one copy, not one per journal).
+    replica_config: Arc<ReplicaConfig>,
     replicas: Mutex<HashMap<String, Replica>>,
     routes: Mutex<Arc<Routes>>,
     /// The revision of the last resolution: a request carrying revision R waits for it.
@@ -110,7 +111,7 @@ impl Broker {
             keyspace,
             view,
             default_store: config.default_store.clone(),
-            replica_config,
+            replica_config: Arc::new(replica_config),
             replicas: Mutex::new(HashMap::new()),
             routes: Mutex::new(Arc::new(Routes::default())),
             resolved: watch::Sender::new(0),

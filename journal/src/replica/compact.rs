@@ -93,7 +93,7 @@ impl Replica {
         if !spec.is_persisted() || !self.is_primary() {
             return Ok(None);
         }
-        if !*self.inner.listed.borrow() {
+        if *self.inner.listing_applied.borrow() == 0 {
             return Ok(Some(PASS_DELAY));
         }
         let config = self.inner.config.compaction.clone();

@@ -97,7 +97,8 @@ impl Replica {
     }
 
     fn apply_listing(&self, listed: Vec<Fragment>, foreign_end: i64, started: i64) {
-        let first = !*self.inner.listed.borrow();
+        // Applied listings are counted after this returns: none yet means this is the first.
+        let first = *self.inner.listing_applied.borrow() == 0;
         let mut state = self.lock_state();
         // Fragments this replica persisted while the listing ran may be missing from it;
         // dropping them would hide acknowledged content until the next refresh.
@@ -137,8 +138,6 @@ impl Replica {
             let codec = state.spool.codec();
             state.spool = Spool::new(&self.inner.name, end, codec);
             self.inner.head.send_replace(end);
-            drop(state);
-            self.inner.listed.send_replace(true);
         }
     }
 }
