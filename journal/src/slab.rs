@@ -152,15 +152,9 @@ fn take() -> BytesMut {
     pool().take(Instant::now())
 }
 
-/// Frees the process's pool if no slab was taken for [`IDLE`]; returns how many slabs
-/// are left in it.
-pub fn trim() -> usize {
-    pool().trim(Instant::now())
-}
-
-/// Slabs in the pool now.
-pub fn pooled() -> usize {
-    pool().slabs.len()
+/// Frees the process's pool if no slab was taken for [`IDLE`].
+fn trim() {
+    pool().trim(Instant::now());
 }
 
 /// Trims the pool every second from a thread of its own, started with the first slab

@@ -10,11 +10,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use folio_fragment_store::FragmentStore;
 use folio_fragment_store::list::list_fragments;
-use folio_journal::{
-    AppendChunk, AppendParams, ManualClock, ReadEvent, ReadParams, Replica, ReplicaConfig,
-};
+use folio_journal::{AppendChunk, AppendParams, ManualClock, Replica, ReplicaConfig};
 use folio_protocol::{Fragment, JournalSpec, PathPostfixTemplate, SpecsDocument};
 use futures::stream;
+
+mod common;
+use common::read_range;
 
 /// Fragment length of the journals here: 16 appends of 1 KiB fill a merged file.
 const LENGTH: i64 = 16 << 10;
@@ -92,26 +93,6 @@ async fn fill(replica: &Replica) -> Vec<u8> {
     content
 }
 
-/// Everything the replica serves from offset 0 to `end`.
-async fn read_all(replica: &Replica, end: i64) -> Vec<u8> {
-    let mut rx = replica.read(ReadParams {
-        offset: 0,
-        end_offset: end,
-        ..Default::default()
-    });
-    let mut out = Vec::new();
-    while let Some(event) = rx.recv().await {
-        match event.expect("read") {
-            ReadEvent::Content { offset, content } => {
-                assert_eq!(offset, out.len() as i64, "content in order");
-                out.extend_from_slice(&content);
-            }
-            ReadEvent::Metadata { .. } => {}
-        }
-    }
-    out
-}
-
 async fn files(store: &FragmentStore, journal: &str) -> Vec<Fragment> {
     list_fragments(store, journal, &PathPostfixTemplate::default())
         .await
@@ -183,7 +164,7 @@ async fn merged_then_removed(store: FragmentStore, name: &str) {
         spans(&after)
     );
     assert_eq!(
-        read_all(&replica, content.len() as i64).await,
+        read_range(&replica, 0, content.len() as i64).await,
         content,
         "the replica reads the merged files"
     );
@@ -203,7 +184,7 @@ async fn merged_then_removed(store: FragmentStore, name: &str) {
     // head at their end.
     replica.shutdown(Duration::from_secs(5)).await;
     let again = Replica::start(spec(name), vec![store.clone()], config(false));
-    assert_eq!(read_all(&again, content.len() as i64).await, content);
+    assert_eq!(read_range(&again, 0, content.len() as i64).await, content);
     assert_eq!(again.write_head(), content.len() as i64);
     again.shutdown(Duration::from_secs(5)).await;
 }
@@ -223,12 +204,16 @@ async fn a_reader_of_a_removed_file_reads_on_from_the_merged_one() {
         vec![store.clone()],
         config(false),
     );
-    assert_eq!(read_all(&other, 1024).await, &content[..1024], "listed");
+    assert_eq!(
+        read_range(&other, 0, 1024).await,
+        &content[..1024],
+        "listed"
+    );
     compact_by_hand(&writer, &clock).await.expect("compact");
     let after = files(&store, name).await;
     assert!(compacted(&after), "{:?}", spans(&after));
     assert_eq!(
-        read_all(&other, content.len() as i64).await,
+        read_range(&other, 0, content.len() as i64).await,
         content,
         "the stale replica lists again and reads the merged files"
     );
@@ -272,7 +257,7 @@ async fn a_pass_that_stops_at_any_step_loses_nothing_and_the_next_primary_finish
         let (next_config, clock) = config_with_clock(false);
         let next = Replica::start(spec(&name), vec![base.clone()], next_config);
         assert_eq!(
-            read_all(&next, content.len() as i64).await,
+            read_range(&next, 0, content.len() as i64).await,
             content,
             "step {step}: the next primary reads every byte"
         );
@@ -281,7 +266,7 @@ async fn a_pass_that_stops_at_any_step_loses_nothing_and_the_next_primary_finish
         compact_by_hand(&next, &clock).await.expect("compact");
         let after = files(&base, &name).await;
         assert!(compacted(&after), "step {step}: {:?}", spans(&after));
-        assert_eq!(read_all(&next, content.len() as i64).await, content);
+        assert_eq!(read_range(&next, 0, content.len() as i64).await, content);
         assert_eq!(folio_tests::read_bucket(&base, &name).await, content);
         next.shutdown(Duration::from_secs(5)).await;
         if finished {

@@ -14,6 +14,9 @@ use folio_journal::{
 use folio_protocol::{JournalSpec, LabelSelector, LabelSet, SpecsDocument};
 use futures::stream::{self, BoxStream};
 
+mod common;
+use common::read_range;
+
 fn spec(name: &str, length: &str, codec: &str) -> JournalSpec {
     let yaml = format!(
         "journals:\n  - name: {name}\n    fragment: {{ length: {length}, compression_codec: {codec}, refresh_interval: 1s }}\n"
@@ -43,28 +46,6 @@ async fn append(replica: &Replica, data: &[&'static [u8]]) -> (i64, i64) {
         .await
         .expect("append");
     (out.commit.begin, out.commit.end)
-}
-
-/// Reads `[from, to)` without blocking.
-async fn read_range(replica: &Replica, from: i64, to: i64) -> Vec<u8> {
-    let mut rx = replica.read(ReadParams {
-        offset: from,
-        end_offset: to,
-        ..Default::default()
-    });
-    let mut out = Vec::new();
-    let mut next = from;
-    while let Some(event) = rx.recv().await {
-        match event.expect("read") {
-            ReadEvent::Content { offset, content } => {
-                assert_eq!(offset, next, "content arrives in order at its offsets");
-                next += content.len() as i64;
-                out.extend_from_slice(&content);
-            }
-            ReadEvent::Metadata { .. } => {}
-        }
-    }
-    out
 }
 
 fn memory_store() -> FragmentStore {

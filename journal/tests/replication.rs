@@ -10,11 +10,14 @@ use bytes::Bytes;
 use folio_fragment_store::FragmentStore;
 use folio_fragment_store::list::list_fragments;
 use folio_journal::pipeline::{Connector, PEER_QUEUE, PeerStream, Topology};
-use folio_journal::{AppendChunk, AppendParams, ReadEvent, ReadParams, Replica, ReplicaConfig};
+use folio_journal::{AppendChunk, AppendParams, Replica, ReplicaConfig};
 use folio_protocol::process_spec::Id as ProcessSpecId;
 use folio_protocol::{Header, JournalSpec, ReplicateRequest, Route, SpecsDocument};
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio::sync::mpsc;
+
+mod common;
+use common::read_range;
 
 fn spec(name: &str, length: &str) -> JournalSpec {
     let yaml = format!(
@@ -350,22 +353,6 @@ async fn a_replica_that_answered_a_sync_from_ahead_keeps_what_it_held() {
     append_spanning(p, b"next\n", (9, 14)).await;
 }
 
-/// Reads `[0, end)` of `replica` (its spool and the store).
-async fn content_of(replica: &Replica, end: i64) -> Vec<u8> {
-    let mut rx = replica.read(ReadParams {
-        offset: 0,
-        end_offset: end,
-        ..Default::default()
-    });
-    let mut out = Vec::new();
-    while let Some(event) = rx.recv().await {
-        if let ReadEvent::Content { content, .. } = event.expect("read") {
-            out.extend_from_slice(&content);
-        }
-    }
-    out
-}
-
 /// Appends to one journal are pipelined: the peers answer nothing until three commit
 /// proposals reached them, which only happens if the primary streams the next appends
 /// before the first is answered. Every append is acknowledged at its own offsets, and
@@ -415,9 +402,9 @@ async fn appends_are_pipelined_and_every_member_agrees() {
     assert_eq!(spans.last().map(|s| s.1), Some(end));
     head_reaches(a, end).await;
     head_reaches(b, end).await;
-    let primary = content_of(p, end).await;
-    assert_eq!(content_of(a, end).await, primary);
-    assert_eq!(content_of(b, end).await, primary);
+    let primary = read_range(p, 0, end).await;
+    assert_eq!(read_range(a, 0, end).await, primary);
+    assert_eq!(read_range(b, 0, end).await, primary);
 }
 
 /// When one member fails a commit with appends pipelined behind it, they all fail and the
@@ -458,7 +445,7 @@ async fn a_failed_commit_fails_the_appends_behind_it_and_leaves_no_trace() {
     expected.extend(b"lost\n".repeat(((begin - 4) / 5) as usize));
     expected.extend(b"two\n");
     for replica in [p, a, b] {
-        assert_eq!(content_of(replica, end).await, expected);
+        assert_eq!(read_range(replica, 0, end).await, expected);
     }
 }
 

@@ -13,9 +13,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use cap::Cap;
 use folio_fragment_store::FragmentStore;
-use folio_journal::{AppendChunk, AppendParams, ReadEvent, ReadParams, Replica, ReplicaConfig};
+use folio_journal::{AppendChunk, AppendParams, Replica, ReplicaConfig};
 use folio_protocol::SpecsDocument;
 use futures::stream::{self, StreamExt};
+
+mod common;
+use common::read_range;
 
 /// The system allocator, counting the bytes live on the heap.
 #[global_allocator]
@@ -79,17 +82,7 @@ async fn spooled_content_costs_its_length_not_the_buffers_it_arrived_in() {
         grown as f64 / content as f64
     );
     // And the content is what was appended.
-    let mut rx = replica.read(ReadParams {
-        offset: 0,
-        end_offset: replica.write_head(),
-        ..Default::default()
-    });
-    let mut read = Vec::new();
-    while let Some(event) = rx.recv().await {
-        if let ReadEvent::Content { content, .. } = event.expect("read") {
-            read.extend_from_slice(&content);
-        }
-    }
+    let read = read_range(&replica, 0, replica.write_head()).await;
     let expected: Vec<u8> = (0..=APPENDS).flat_map(|i| arriving(i).to_vec()).collect();
     assert!(
         read == expected,

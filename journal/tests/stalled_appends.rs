@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use folio_fragment_store::FragmentStore;
-use folio_journal::{
-    AppendChunk, AppendParams, Error, MinAppendRate, ReadEvent, ReadParams, Replica, ReplicaConfig,
-};
+use folio_journal::{AppendChunk, AppendParams, Error, MinAppendRate, Replica, ReplicaConfig};
 use folio_protocol::{JournalSpec, SpecsDocument};
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+
+mod common;
+use common::read_range;
 
 type Chunks = BoxStream<'static, Result<AppendChunk, String>>;
 
@@ -88,21 +89,6 @@ fn steady_client(
     (rx, feeder)
 }
 
-async fn read_all(replica: &Replica) -> Vec<u8> {
-    let mut rx = replica.read(ReadParams {
-        offset: 0,
-        end_offset: replica.write_head(),
-        ..Default::default()
-    });
-    let mut out = Vec::new();
-    while let Some(event) = rx.recv().await {
-        if let ReadEvent::Content { content, .. } = event.expect("read") {
-            out.extend_from_slice(&content);
-        }
-    }
-    out
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_stalled_append_is_aborted_at_the_minimum_rate_and_rolled_back() {
     let (replica, _store) = start("stalled/rate/part-000", policy());
@@ -132,7 +118,10 @@ async fn a_stalled_append_is_aborted_at_the_minimum_rate_and_rolled_back() {
         "{waited:?}"
     );
     assert_eq!((next.commit.begin, next.commit.end), (0, 12));
-    assert_eq!(read_all(&replica).await, b"next writer\n");
+    assert_eq!(
+        read_range(&replica, 0, replica.write_head()).await,
+        b"next writer\n"
+    );
     replica.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -187,7 +176,10 @@ async fn an_append_dropped_mid_stream_leaves_no_trace() {
         .await
         .expect("append");
     assert_eq!((out.commit.begin, out.commit.end), (0, 6));
-    assert_eq!(read_all(&replica).await, b"after\n");
+    assert_eq!(
+        read_range(&replica, 0, replica.write_head()).await,
+        b"after\n"
+    );
     assert_eq!(
         replica.memory_used(),
         6,
@@ -216,7 +208,10 @@ async fn an_append_whose_task_panics_is_rolled_back() {
         .await
         .expect("append");
     assert_eq!((out.commit.begin, out.commit.end), (0, 9));
-    assert_eq!(read_all(&replica).await, b"survivor\n");
+    assert_eq!(
+        read_range(&replica, 0, replica.write_head()).await,
+        b"survivor\n"
+    );
     replica.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -243,7 +238,11 @@ async fn shutdown_spec_updates_and_reads_do_not_wait_for_a_stalled_client() {
     updated.max_append_rate = 1 << 20;
     replica.set_spec(updated);
     assert_eq!(replica.spec().max_append_rate, 1 << 20);
-    let read = tokio::time::timeout(Duration::from_secs(1), read_all(&replica)).await;
+    let read = tokio::time::timeout(
+        Duration::from_secs(1),
+        read_range(&replica, 0, replica.write_head()),
+    )
+    .await;
     assert_eq!(read.expect("a read is not blocked"), b"acknowledged\n");
 
     let began = tokio::time::Instant::now();
